@@ -1,0 +1,91 @@
+# wxpay: WeChat Pay Global API v3 "Revoke Order" for Lua 5.4 and LuaJIT.
+#
+#   make            build wxpay/core.so for Lua 5.4 (make LUA=luajit for LuaJIT)
+#   make test       lint + sandbox self-tests + busted under Lua 5.4 and LuaJIT
+#   make demo       a real revoke against the bundled sandbox
+#   make sandbox    run the sandbox in the foreground
+#   make install    PREFIX=/usr/local DESTDIR= (LUA=luajit for the 5.1 tree)
+
+LUA        ?= lua5.4
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+PYTHON     ?= /usr/bin/python3
+CC         ?= cc
+CFLAGS     ?= -O2 -g
+WARN       ?= -Wall -Wextra -Wno-unused-parameter
+PKG_CONFIG ?= pkg-config
+
+ifeq ($(LUA),luajit)
+  LUA_ABI    := 5.1
+  LUA_PC     := luajit
+  BUILD      := build/luajit
+else
+  LUA_ABI    := $(patsubst lua%,%,$(LUA))
+  LUA_PC     := lua$(LUA_ABI)
+  BUILD      := build/$(LUA_ABI)
+endif
+
+LUA_INCDIR ?= $(patsubst -I%,%,$(filter -I%,$(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null)))
+LUA_LMOD   ?= $(PREFIX)/share/lua/$(LUA_ABI)
+LUA_CMOD   ?= $(PREFIX)/lib/lua/$(LUA_ABI)
+LIBS       := -lcurl -lssl -lcrypto
+
+SRC  := src/wx_crypto.c src/wx_http.c src/wxpay_core.c
+HDR  := src/wx_core.h src/compat.h
+SO   := $(BUILD)/wxpay/core.so
+LMODS := $(wildcard lua/wxpay/*.lua)
+
+# Debian packages the project needs (checked, installed only when missing).
+# luajit2 / libluajit2-5.1-dev: the OpenResty LuaJIT that Debian's nginx lua
+# module depends on (the plain luajit packages conflict with it).
+DEPS := lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev libssl-dev \
+        libcurl4-openssl-dev lua-cjson lua-busted lua-check openssl \
+        python3 python3-cryptography nginx libnginx-mod-http-lua \
+        pkg-config gcc make valgrind clang libclang-rt-14-dev procps
+
+.PHONY: all deps build test lint demo sandbox install clean check-c bench
+
+all: deps build
+
+build: $(SO)
+
+$(SO): $(SRC) $(HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -std=gnu99 -fPIC -fvisibility=hidden \
+	  $(addprefix -I,$(LUA_INCDIR)) -shared -o $@ $(SRC) $(LIBS)
+
+deps:
+	@missing=""; for p in $(DEPS); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' \
+	    || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+	    || { echo "make deps: apt-get install failed"; exit 1; }; \
+	fi
+
+lint: deps
+	luacheck -q lua spec examples sandbox bin
+
+test: deps
+	@$(MAKE) --no-print-directory build LUA=lua5.4
+	@$(MAKE) --no-print-directory build LUA=luajit
+	@sh tools/run-tests
+
+demo: deps build
+	@sh tools/demo
+
+sandbox: deps
+	@$(PYTHON) sandbox/server.py --dir $${SANDBOX_DIR:-.sandbox} --port $${PORT:-0} --announce
+
+install: build
+	install -d $(DESTDIR)$(LUA_LMOD)/wxpay $(DESTDIR)$(LUA_CMOD)/wxpay
+	install -m 0644 $(LMODS) $(DESTDIR)$(LUA_LMOD)/wxpay/
+	install -m 0755 $(SO) $(DESTDIR)$(LUA_CMOD)/wxpay/core.so
+	@if [ -f bin/wxpay ]; then install -d $(DESTDIR)$(PREFIX)/bin && \
+	  sed '1s|.*|#!/usr/bin/env $(LUA)|' bin/wxpay > $(DESTDIR)$(PREFIX)/bin/wxpay && \
+	  chmod 0755 $(DESTDIR)$(PREFIX)/bin/wxpay; fi
+
+clean:
+	rm -rf build .sandbox-test

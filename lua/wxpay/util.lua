@@ -1,0 +1,125 @@
+--- Small shared helpers: argument checks, percent-encoding, files, JSON.
+local cjson = require "cjson.safe"
+local errors = require "wxpay.errors"
+
+local M = {}
+
+M.json_decode = cjson.decode
+M.json_encode = cjson.encode
+M.null = cjson.null
+
+--- Raise a programming error at the caller's caller (wrong Lua types).
+function M.raise(msg, level)
+  error("wxpay: " .. msg, (level or 2) + 1)
+end
+
+function M.invalid(msg)
+  return nil, errors.new(errors.INVALID_ARGUMENT, msg)
+end
+
+function M.config_error(msg)
+  return nil, errors.new(errors.CONFIG_ERROR, msg)
+end
+
+--- Shows a value in a message without echoing long or binary data.
+function M.show(v)
+  if type(v) ~= "string" then return tostring(v) end
+  if #v > 40 then return ("a %d-byte string"):format(#v) end
+  if v:find("[^\32-\126]") then return ("a %d-byte string with control or non-ASCII bytes"):format(#v) end
+  return ("%q"):format(v)
+end
+
+-- RFC 3986 unreserved characters stay; everything else is %XX.
+local function pct(c) return ("%%%02X"):format(c:byte()) end
+function M.urlencode(s)
+  return (s:gsub("[^%w%-%._~]", pct))
+end
+
+-- A path segment: pchar without "/" (sub-delims, ":" and "@" stay).
+function M.encode_segment(s)
+  return (s:gsub("[^%w%-%._~!$&'()*+,;=:@]", pct))
+end
+
+--- Query string from a table, in sorted key order (deterministic bytes).
+function M.encode_query(q)
+  local keys = {}
+  for k, v in pairs(q) do
+    if type(k) ~= "string" then M.raise("query keys must be strings", 3) end
+    local tv = type(v)
+    if tv ~= "string" and tv ~= "number" and tv ~= "boolean" then
+      M.raise("query value for '" .. k .. "' must be a string, number or boolean", 3)
+    end
+    keys[#keys + 1] = k
+  end
+  table.sort(keys)
+  local out = {}
+  for i, k in ipairs(keys) do
+    out[i] = M.urlencode(k) .. "=" .. M.urlencode(tostring(q[k]))
+  end
+  return table.concat(out, "&")
+end
+
+--- Order ids (api.md): raises on wrong types, returns nil, err on bad data.
+-- Returns the kind ("id" or "out-trade-no") and the value.
+function M.order_id(args, level)
+  level = (level or 2) + 1
+  local tid, otn = args.transaction_id, args.out_trade_no
+  if tid ~= nil and type(tid) ~= "string" then
+    M.raise("transaction_id must be a string, got " .. type(tid), level)
+  end
+  if otn ~= nil and type(otn) ~= "string" then
+    M.raise("out_trade_no must be a string, got " .. type(otn), level)
+  end
+  if tid and otn then return M.invalid("give exactly one of transaction_id and out_trade_no, not both") end
+  if not tid and not otn then return M.invalid("give one of transaction_id and out_trade_no") end
+  if tid then
+    if #tid < 1 or #tid > 32 or tid:find("[^0-9]") then
+      return M.invalid("transaction_id must be 1-32 digits, got " .. M.show(tid))
+    end
+    return "id", tid
+  end
+  if #otn < 1 or #otn > 32 or otn:find("[^0-9A-Za-z_|*@%-]") then
+    return M.invalid("out_trade_no must be 1-32 characters of [0-9A-Za-z_|*@-], got " .. M.show(otn))
+  end
+  return "out-trade-no", otn
+end
+
+function M.check_fields(args, allowed, what, level)
+  for k in pairs(args) do
+    if not allowed[k] then
+      M.raise(("unknown field %s in %s{...}"):format(M.show(tostring(k)), what), (level or 2) + 1)
+    end
+  end
+end
+
+function M.is_digits(s, max)
+  return type(s) == "string" and #s >= 1 and #s <= (max or 32) and not s:find("[^0-9]")
+end
+
+--- Reads a whole file; nil, reason when it cannot.
+function M.read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local data, rerr = f:read("*a")
+  f:close()
+  if not data then return nil, rerr end
+  return data
+end
+
+--- PEM text, or a path to a PEM file.  Returns text, path-or-nil.
+function M.pem_or_path(v)
+  if v:find("-----BEGIN", 1, true) then return v, nil end
+  local data, err = M.read_file(v)
+  if not data then return nil, nil, err end
+  return data, v
+end
+
+function M.dirname(path)
+  return path:match("^(.*)/[^/]*$") or "."
+end
+
+function M.iso8601(t)
+  return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t))
+end
+
+return M

@@ -1,0 +1,136 @@
+--- Test helpers: a real sandbox per spec file, its control endpoint, clients.
+local cjson = require "cjson"
+
+local H = {}
+
+H.root = os.getenv("PWD") or "."
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("*a")
+  local ok, _, code = p:close()
+  if type(ok) == "number" then code = ok; ok = code == 0 end -- Lua 5.1
+  return out, ok, code
+end
+H.sh = sh
+
+local function tmpname()
+  local p = os.tmpname()
+  return p
+end
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local d = f:read("*a")
+  f:close()
+  return d
+end
+H.read = read
+
+function H.write(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+end
+
+local Sandbox = {}
+Sandbox.__index = Sandbox
+
+--- Starts a sandbox in its own directory (credentials are made on first start).
+function H.sandbox(name, extra_args)
+  local dir = H.root .. "/.sandbox-test/" .. name .. (rawget(_G, "jit") and "-jit" or "-54")
+  local out, ok = sh(("sandbox/ctl start %s %s 2>&1"):format(dir, extra_args or ""))
+  assert(ok, "sandbox did not start: " .. out)
+  local cfg = cjson.decode(assert(read(dir .. "/sandbox.json")))
+  return setmetatable({ dir = dir, cfg = cfg }, Sandbox)
+end
+
+function Sandbox:stop()
+  sh(("sandbox/ctl stop %s"):format(self.dir))
+end
+
+--- One control request; returns status, decoded JSON.
+function Sandbox:control(method, path, body)
+  local bodyfile, data = "", nil
+  if body ~= nil then
+    bodyfile = tmpname()
+    H.write(bodyfile, type(body) == "string" and body or cjson.encode(body))
+    data = ("--data-binary @%s -H 'Content-Type: application/json'"):format(bodyfile)
+  end
+  local out = sh(("curl -s -m 10 -X %s %s -w '\\n%%{http_code}' '%s%s'")
+    :format(method, data or "", self.cfg.control_url, path))
+  if bodyfile ~= "" then os.remove(bodyfile) end
+  local text, status = out:match("^(.*)\n(%d+)$")
+  local ok, decoded = pcall(cjson.decode, text or "")
+  return tonumber(status), ok and decoded or text
+end
+
+function Sandbox:reset() return self:control("POST", "/reset") end
+function Sandbox:stats() return select(2, self:control("GET", "/stats")) end
+
+function Sandbox:order(fields)
+  local st, o = self:control("POST", "/orders", fields)
+  assert(st == 200, "seeding an order failed: " .. tostring(st) .. " " .. cjson.encode(o))
+  return o
+end
+
+function Sandbox:get_order(out_trade_no)
+  local st, o = self:control("GET", "/orders/" .. out_trade_no)
+  if st ~= 200 then return nil end
+  return o
+end
+
+function Sandbox:fault(spec)
+  local st, o = self:control("POST", "/faults", spec)
+  assert(st == 200, "adding a fault failed: " .. tostring(st) .. " " .. cjson.encode(o))
+  return o
+end
+
+function Sandbox:requests()
+  return select(2, self:control("GET", "/requests"))
+end
+
+--- Options for a client of this sandbox; `over` replaces or removes (false) fields.
+function Sandbox:options(over, mode)
+  local c = self.cfg
+  local o = {
+    serial_no = c.serial_no,
+    private_key = c.private_key,
+    platform_certs = { c.platform_cert },
+    base_url = c.base_url,
+    ca_file = c.ca_file,
+  }
+  if mode == "institutional" then
+    o.sp_mchid, o.sub_mchid = c.sp_mchid, c.sub_mchid
+  else
+    o.mchid = c.mchid
+  end
+  for k, v in pairs(over or {}) do
+    if v == false then o[k] = nil else o[k] = v end
+  end
+  return o
+end
+
+function Sandbox:client(over, mode)
+  local wxpay = require "wxpay"
+  return assert(wxpay.new(self:options(over, mode)))
+end
+
+local seq = 0
+--- A fresh order number, unique within the run.
+function H.order_no(prefix)
+  seq = seq + 1
+  return ("%s%d%04d%04d"):format(prefix or "T", os.time() % 100000, math.random(0, 9999), seq)
+end
+
+--- Every private key byte string we must never print, from a PEM file.
+function H.key_fragments(pem_path)
+  local pem = assert(read(pem_path))
+  local b64 = pem:gsub("%-%-%-%-%-[^\n]*%-%-%-%-%-", ""):gsub("%s", "")
+  local frags = {}
+  for i = 1, #b64 - 24, 24 do frags[#frags + 1] = b64:sub(i, i + 23) end
+  return frags
+end
+
+return H

@@ -1,0 +1,146 @@
+/*
+ * wxpay C core: plain C, no Lua headers.
+ *
+ * Everything that touches key material, signatures, base64, AES-GCM and the
+ * libcurl session lives here with ordinary C signatures, so the same core can
+ * sit behind the Lua C binding (wxpay_core.c), a LuaJIT FFI binding, or a
+ * libFuzzer target.  Failures return NULL / -1 and set *err to a static,
+ * human-readable string that never contains key material.  Every failure path
+ * that went through OpenSSL clears OpenSSL's error queue.
+ */
+#ifndef WX_CORE_H
+#define WX_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <openssl/evp.h>
+
+/* ---- base64 (standard alphabet, padded) -------------------------------- */
+
+/* Bytes needed to encode n bytes, including the terminating NUL. */
+size_t wx_b64_encoded_size(size_t n);
+/* Writes a NUL-terminated encoding of in[0..n) to out; returns its length. */
+size_t wx_b64_encode(const unsigned char *in, size_t n, char *out);
+/* Strict decoder: padding required, no whitespace, no trailing garbage.
+ * out must hold at least (n / 4) * 3 bytes.  Returns the decoded length,
+ * or -1 when the input is not canonical base64. */
+long wx_b64_decode(const char *in, size_t n, unsigned char *out);
+
+/* ---- randomness ------------------------------------------------------- */
+
+/* n alphanumerics from the CSPRNG into out (no NUL added). 0 or -1. */
+int wx_nonce(char *out, size_t n);
+
+/* ---- keys --------------------------------------------------------------- */
+
+/* An RSA private key from PEM text: PKCS#8 ("PRIVATE KEY", as WeChat Pay
+ * issues apiclient_key.pem) or PKCS#1 ("RSA PRIVATE KEY").  Encrypted keys,
+ * certificates and public keys are refused with a clear *err. */
+EVP_PKEY *wx_private_key_from_pem(const char *pem, size_t len, const char **err);
+
+/* An RSA public key from a "PUBLIC KEY" (SPKI) or "RSA PUBLIC KEY" PEM. */
+EVP_PKEY *wx_public_key_from_pem(const char *pem, size_t len, const char **err);
+
+typedef struct wx_cert_info {
+    char serial[80];       /* hex, uppercase, no leading zero bytes */
+    int64_t not_before;    /* Unix seconds */
+    int64_t not_after;
+} wx_cert_info;
+
+/* The public key of an X.509 certificate (PEM) and its serial and validity. */
+EVP_PKEY *wx_cert_from_pem(const char *pem, size_t len, wx_cert_info *info,
+                           const char **err);
+
+/* ---- RSASSA-PKCS1-v1_5 with SHA-256 ------------------------------------ */
+
+/* Signs msg; writes the base64 signature (NUL-terminated) to out, which must
+ * hold wx_b64_encoded_size(EVP_PKEY_get_size(key)) bytes. Returns its length
+ * or -1. */
+long wx_sign_b64(EVP_PKEY *key, const void *msg, size_t len, char *out,
+                 const char **err);
+
+/* 1 valid, 0 invalid (including a signature that is not base64 or has the
+ * wrong length).  Never an error: a bad signature is a result. */
+int wx_verify_b64(EVP_PKEY *key, const void *msg, size_t len,
+                  const char *sig_b64, size_t sig_len);
+
+/* ---- AES-256-GCM (platform certificate download) ----------------------- */
+
+/* Decrypts ct (ciphertext with the 16-byte tag appended) into out, which must
+ * hold ct_len bytes.  key must be 32 bytes.  Returns the plaintext length or
+ * -1 (bad key length, short input, authentication failure). */
+long wx_aes256gcm_decrypt(const unsigned char *key, size_t key_len,
+                          const unsigned char *iv, size_t iv_len,
+                          const unsigned char *aad, size_t aad_len,
+                          const unsigned char *ct, size_t ct_len,
+                          unsigned char *out, const char **err);
+
+/* ---- growable byte buffer ---------------------------------------------- */
+
+typedef struct wx_buf {
+    char *data;
+    size_t len, cap;
+} wx_buf;
+
+int wx_buf_append(wx_buf *b, const void *p, size_t n); /* 0 or -1 (ENOMEM) */
+void wx_buf_free(wx_buf *b);
+
+/* ---- HTTP response header parsing -------------------------------------- */
+
+/* Called once per header line "Name: value\r\n" (the status line too).
+ * Returns 1 and sets name/value spans for a header, 2 for a status line with
+ * *status set, 0 for the blank line ending the section, -1 for garbage. */
+int wx_parse_header_line(const char *line, size_t len,
+                         const char **name, size_t *name_len,
+                         const char **value, size_t *value_len, int *status);
+
+/* ---- HTTP session over libcurl ----------------------------------------- */
+
+typedef struct wx_session wx_session;
+
+typedef struct wx_session_opts {
+    const char *ca_file;          /* NULL: the system's bundle */
+    long connect_timeout_ms;
+    long timeout_ms;
+    size_t max_body;              /* answers larger than this are refused */
+    long max_idle_s;              /* do not reuse connections idle longer */
+} wx_session_opts;
+
+/* Error classes of a failed exchange (mapped to wxpay error codes above). */
+enum wx_http_err {
+    WX_HTTP_OK = 0,
+    WX_HTTP_NETWORK,   /* NETWORK_ERROR */
+    WX_HTTP_TIMEOUT,   /* TIMEOUT */
+    WX_HTTP_TLS,       /* TLS_ERROR */
+    WX_HTTP_BAD,       /* BAD_RESPONSE: truncated, too large, garbage */
+    WX_HTTP_INTERNAL   /* out of memory, curl refused an option */
+};
+
+typedef struct wx_response {
+    long status;
+    wx_buf headers;   /* "name\0value\0" pairs, names lowercased */
+    wx_buf body;
+    int err;          /* enum wx_http_err */
+    int sent;         /* 1 if the request may have reached the server */
+    char errmsg[256]; /* curl's description, when err != 0 */
+} wx_response;
+
+/* Must run once per process before any session; idempotent, thread-unsafe
+ * only on the first call (the binding calls it from luaopen). */
+int wx_http_global_init(void);
+const char *wx_http_curl_version(void);
+
+wx_session *wx_session_new(const wx_session_opts *o, const char **err);
+void wx_session_free(wx_session *s);
+
+/* One exchange.  headers is an array of nheaders "Name: value" strings.
+ * Per-call timeouts <= 0 mean the session's defaults.  resp is filled in
+ * (call wx_response_free afterwards) and err is returned. */
+int wx_session_perform(wx_session *s, const char *method, const char *url,
+                       const char *const *headers, size_t nheaders,
+                       const char *body, size_t body_len,
+                       long timeout_ms, long connect_timeout_ms,
+                       wx_response *resp);
+void wx_response_free(wx_response *r);
+
+#endif

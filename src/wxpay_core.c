@@ -1,0 +1,556 @@
+/*
+ * wxpay.core: the Lua binding.  It only marshals between Lua and the plain C
+ * core (wx_core.h); no logic of its own beyond building the two strings the
+ * protocol signs, so that one call costs one C call.  Nothing here calls back
+ * into Lua or yields.
+ */
+#define _GNU_SOURCE
+#include "wx_core.h"
+#include "compat.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <openssl/err.h>
+
+#define WX_VERSION "0.1.0"
+#define MT_PRIVKEY "wxpay.PrivateKey"
+#define MT_PUBKEY "wxpay.PublicKey"
+#define MT_SESSION "wxpay.Session"
+
+typedef struct {
+    EVP_PKEY *pkey;
+} lkey;
+
+typedef struct {
+    wx_session *s;
+} lsession;
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static int push_fail(lua_State *L, const char *msg)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+static lkey *check_key(lua_State *L, int i, const char *mt)
+{
+    lkey *k = luaL_checkudata(L, i, mt);
+    if (!k->pkey) luaL_error(L, "attempt to use a closed %s", mt);
+    return k;
+}
+
+static int key_close(lua_State *L, const char *mt)
+{
+    lkey *k = luaL_checkudata(L, 1, mt);
+    if (k->pkey) {
+        EVP_PKEY_free(k->pkey);
+        k->pkey = NULL;
+    }
+    return 0;
+}
+
+static void key_tostring(lua_State *L, const char *mt)
+{
+    lkey *k = luaL_checkudata(L, 1, mt);
+    if (!k->pkey)
+        lua_pushfstring(L, "%s{closed}", mt);
+    else
+        lua_pushfstring(L, "%s{RSA-%d}", mt, EVP_PKEY_get_bits(k->pkey));
+}
+
+static lkey *new_key(lua_State *L, const char *mt)
+{
+    lkey *k = lua_newuserdata(L, sizeof *k);
+    k->pkey = NULL;
+    luaL_setmetatable(L, mt);
+    return k;
+}
+
+/* ---- private key ---------------------------------------------------------- */
+
+static int l_load_private_key(lua_State *L)
+{
+    size_t len;
+    const char *pem = luaL_checklstring(L, 1, &len);
+    const char *err = NULL;
+    lkey *k = new_key(L, MT_PRIVKEY);
+    k->pkey = wx_private_key_from_pem(pem, len, &err);
+    if (!k->pkey) return push_fail(L, err);
+    return 1;
+}
+
+static int l_priv_sign(lua_State *L)
+{
+    lkey *k = check_key(L, 1, MT_PRIVKEY);
+    size_t len;
+    const char *msg = luaL_checklstring(L, 2, &len);
+    char out[1400];
+    const char *err = NULL;
+    long n = wx_sign_b64(k->pkey, msg, len, out, &err);
+    if (n < 0) return push_fail(L, err);
+    lua_pushlstring(L, out, (size_t)n);
+    return 1;
+}
+
+/* Characters allowed inside the quoted Authorization parameters we build. */
+static int safe_token(const char *s, size_t n)
+{
+    size_t i;
+    if (n == 0 || n > 64) return 0;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') ||
+              (c >= 'a' && c <= 'z') || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * key:authorization(mchid, serial_no, method, target, body [, ts, nonce])
+ *   -> "WECHATPAY2-SHA256-RSA2048 mchid=...", timestamp, nonce
+ * The string to sign is METHOD\nTARGET\nTS\nNONCE\nBODY\n (protocol.md §2).
+ */
+static int l_priv_authorization(lua_State *L)
+{
+    lkey *k = check_key(L, 1, MT_PRIVKEY);
+    size_t ml, sl, mel, tl, bl, nl = 32;
+    const char *mchid = luaL_checklstring(L, 2, &ml);
+    const char *serial = luaL_checklstring(L, 3, &sl);
+    const char *method = luaL_checklstring(L, 4, &mel);
+    const char *target = luaL_checklstring(L, 5, &tl);
+    const char *body = luaL_optlstring(L, 6, "", &bl);
+    long long ts = lua_isnoneornil(L, 7) ? (long long)time(NULL)
+                                          : (long long)luaL_checknumber(L, 7);
+    char nonce[33], tsbuf[32], sig[1400];
+    const char *err = NULL;
+    luaL_Buffer b;
+    long n;
+
+    if (!safe_token(mchid, ml)) return luaL_argerror(L, 2, "mchid must be 1-64 of [0-9A-Za-z_-]");
+    if (!safe_token(serial, sl)) return luaL_argerror(L, 3, "serial_no must be 1-64 of [0-9A-Za-z_-]");
+    if (!safe_token(method, mel)) return luaL_argerror(L, 4, "bad method");
+    if (memchr(target, '\n', tl) || memchr(target, '\r', tl))
+        return luaL_argerror(L, 5, "the request target holds a line break");
+    if (lua_isnoneornil(L, 8)) {
+        if (wx_nonce(nonce, 32)) return push_fail(L, "the CSPRNG failed");
+        nonce[32] = '\0';
+    } else {
+        const char *u = luaL_checklstring(L, 8, &nl);
+        if (!safe_token(u, nl) || nl > 32) return luaL_argerror(L, 8, "nonce must be 1-32 of [0-9A-Za-z_-]");
+        memcpy(nonce, u, nl);
+        nonce[nl] = '\0';
+    }
+    snprintf(tsbuf, sizeof tsbuf, "%lld", ts);
+
+    /* string to sign, built on the Lua stack's buffer */
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, method, mel); luaL_addchar(&b, '\n');
+    luaL_addlstring(&b, target, tl); luaL_addchar(&b, '\n');
+    luaL_addstring(&b, tsbuf); luaL_addchar(&b, '\n');
+    luaL_addlstring(&b, nonce, nl); luaL_addchar(&b, '\n');
+    luaL_addlstring(&b, body, bl); luaL_addchar(&b, '\n');
+    luaL_pushresult(&b);
+    {
+        size_t len;
+        const char *msg = lua_tolstring(L, -1, &len);
+        n = wx_sign_b64(k->pkey, msg, len, sig, &err);
+    }
+    lua_pop(L, 1);
+    if (n < 0) return push_fail(L, err);
+
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "WECHATPAY2-SHA256-RSA2048 mchid=\"");
+    luaL_addlstring(&b, mchid, ml);
+    luaL_addstring(&b, "\",nonce_str=\"");
+    luaL_addlstring(&b, nonce, nl);
+    luaL_addstring(&b, "\",signature=\"");
+    luaL_addlstring(&b, sig, (size_t)n);
+    luaL_addstring(&b, "\",timestamp=\"");
+    luaL_addstring(&b, tsbuf);
+    luaL_addstring(&b, "\",serial_no=\"");
+    luaL_addlstring(&b, serial, sl);
+    luaL_addchar(&b, '"');
+    luaL_pushresult(&b);
+    lua_pushstring(L, tsbuf);
+    lua_pushlstring(L, nonce, nl);
+    return 3;
+}
+
+static int l_priv_close(lua_State *L) { return key_close(L, MT_PRIVKEY); }
+static int l_priv_tostring(lua_State *L) { key_tostring(L, MT_PRIVKEY); return 1; }
+
+/* ---- public keys and certificates ----------------------------------------- */
+
+static int l_load_public_key(lua_State *L)
+{
+    size_t len;
+    const char *pem = luaL_checklstring(L, 1, &len);
+    const char *err = NULL;
+    lkey *k = new_key(L, MT_PUBKEY);
+    k->pkey = wx_public_key_from_pem(pem, len, &err);
+    if (!k->pkey) return push_fail(L, err);
+    return 1;
+}
+
+/* -> PublicKey, {serial_no=, not_before=, not_after=} */
+static int l_load_certificate(lua_State *L)
+{
+    size_t len;
+    const char *pem = luaL_checklstring(L, 1, &len);
+    const char *err = NULL;
+    wx_cert_info info;
+    lkey *k = new_key(L, MT_PUBKEY);
+    k->pkey = wx_cert_from_pem(pem, len, &info, &err);
+    if (!k->pkey) return push_fail(L, err);
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, info.serial);
+    lua_setfield(L, -2, "serial_no");
+    lua_pushnumber(L, (lua_Number)info.not_before);
+    lua_setfield(L, -2, "not_before");
+    lua_pushnumber(L, (lua_Number)info.not_after);
+    lua_setfield(L, -2, "not_after");
+    return 2;
+}
+
+static int l_pub_verify(lua_State *L)
+{
+    lkey *k = check_key(L, 1, MT_PUBKEY);
+    size_t ml, sl;
+    const char *msg = luaL_checklstring(L, 2, &ml);
+    const char *sig = luaL_checklstring(L, 3, &sl);
+    lua_pushboolean(L, wx_verify_b64(k->pkey, msg, ml, sig, sl));
+    return 1;
+}
+
+/* key:verify_response(timestamp, nonce, body, signature) -> boolean
+ * over TIMESTAMP\nNONCE\nBODY\n (protocol.md §3). */
+static int l_pub_verify_response(lua_State *L)
+{
+    lkey *k = check_key(L, 1, MT_PUBKEY);
+    size_t tl, nl, bl, sl, len;
+    const char *ts = luaL_checklstring(L, 2, &tl);
+    const char *nonce = luaL_checklstring(L, 3, &nl);
+    const char *body = luaL_checklstring(L, 4, &bl);
+    const char *sig = luaL_checklstring(L, 5, &sl);
+    const char *msg;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, ts, tl); luaL_addchar(&b, '\n');
+    luaL_addlstring(&b, nonce, nl); luaL_addchar(&b, '\n');
+    luaL_addlstring(&b, body, bl); luaL_addchar(&b, '\n');
+    luaL_pushresult(&b);
+    msg = lua_tolstring(L, -1, &len);
+    lua_pushboolean(L, wx_verify_b64(k->pkey, msg, len, sig, sl));
+    return 1;
+}
+
+static int l_pub_close(lua_State *L) { return key_close(L, MT_PUBKEY); }
+static int l_pub_tostring(lua_State *L) { key_tostring(L, MT_PUBKEY); return 1; }
+
+/* ---- small pure functions ------------------------------------------------- */
+
+static int l_nonce(lua_State *L)
+{
+    lua_Integer n = luaL_optinteger(L, 1, 32);
+    char buf[256];
+    luaL_argcheck(L, n >= 1 && n <= (lua_Integer)sizeof buf, 1, "length must be 1-256");
+    if (wx_nonce(buf, (size_t)n)) return push_fail(L, "the CSPRNG failed");
+    lua_pushlstring(L, buf, (size_t)n);
+    return 1;
+}
+
+static int l_b64encode(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    char *out = malloc(wx_b64_encoded_size(n));
+    size_t m;
+    if (!out) return luaL_error(L, "out of memory");
+    m = wx_b64_encode((const unsigned char *)s, n, out);
+    lua_pushlstring(L, out, m);
+    free(out);
+    return 1;
+}
+
+/* -> string | nil (not canonical base64) */
+static int l_b64decode(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    unsigned char *out = malloc(n / 4 * 3 + 1);
+    long m;
+    if (!out) return luaL_error(L, "out of memory");
+    m = wx_b64_decode(s, n, out);
+    if (m < 0) lua_pushnil(L);
+    else lua_pushlstring(L, (const char *)out, (size_t)m);
+    free(out);
+    return 1;
+}
+
+/* aes_gcm_decrypt(key32, nonce, aad, ciphertext_b64) -> plaintext | nil, err */
+static int l_aes_gcm_decrypt(lua_State *L)
+{
+    size_t kl, nl, al, cl;
+    const char *key = luaL_checklstring(L, 1, &kl);
+    const char *iv = luaL_checklstring(L, 2, &nl);
+    const char *aad = luaL_checklstring(L, 3, &al);
+    const char *ct64 = luaL_checklstring(L, 4, &cl);
+    unsigned char *buf = malloc(cl / 4 * 3 * 2 + 2);
+    unsigned char *ct, *out;
+    const char *err = NULL;
+    long ctn, n;
+    if (!buf) return luaL_error(L, "out of memory");
+    ct = buf;
+    out = buf + cl / 4 * 3 + 1;
+    ctn = wx_b64_decode(ct64, cl, ct);
+    if (ctn < 0) {
+        free(buf);
+        return push_fail(L, "the ciphertext is not base64");
+    }
+    n = wx_aes256gcm_decrypt((const unsigned char *)key, kl,
+                             (const unsigned char *)iv, nl,
+                             (const unsigned char *)aad, al,
+                             ct, (size_t)ctn, out, &err);
+    if (n < 0) {
+        free(buf);
+        return push_fail(L, err);
+    }
+    lua_pushlstring(L, (const char *)out, (size_t)n);
+    free(buf);
+    return 1;
+}
+
+static int l_time(lua_State *L)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    lua_pushnumber(L, (lua_Number)tv.tv_sec + tv.tv_usec / 1e6);
+    return 1;
+}
+
+static int l_monotonic_ms(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6);
+    return 1;
+}
+
+/* Blocks the calling thread: never used inside an nginx request (ngx.sleep). */
+static int l_sleep_ms(lua_State *L)
+{
+    lua_Number ms = luaL_checknumber(L, 1);
+    struct timespec ts;
+    if (ms <= 0) return 0;
+    ts.tv_sec = (time_t)(ms / 1000);
+    ts.tv_nsec = (long)((ms - (lua_Number)ts.tv_sec * 1000) * 1e6);
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {}
+    return 0;
+}
+
+/* file_mode(path) -> permission bits | nil, err  (key file hygiene checks) */
+static int l_file_mode(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (stat(path, &st) != 0) return push_fail(L, strerror(errno));
+    lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777));
+    return 1;
+}
+
+/* ---- HTTP session ------------------------------------------------------------ */
+
+static long opt_long(lua_State *L, int t, const char *k, long def)
+{
+    long v;
+    lua_getfield(L, t, k);
+    v = lua_isnil(L, -1) ? def : (long)luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* session{ca_file=?, connect_timeout_ms=, timeout_ms=, max_body=, max_idle_s=} */
+static int l_session(lua_State *L)
+{
+    wx_session_opts o;
+    const char *err = NULL;
+    lsession *u;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    memset(&o, 0, sizeof o);
+    lua_getfield(L, 1, "ca_file");
+    o.ca_file = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+    o.connect_timeout_ms = opt_long(L, 1, "connect_timeout_ms", 3000);
+    o.timeout_ms = opt_long(L, 1, "timeout_ms", 10000);
+    o.max_body = (size_t)opt_long(L, 1, "max_body", 1L << 20);
+    o.max_idle_s = opt_long(L, 1, "max_idle_s", 7);
+    u = lua_newuserdata(L, sizeof *u);
+    u->s = NULL;
+    luaL_setmetatable(L, MT_SESSION);
+    u->s = wx_session_new(&o, &err); /* copies ca_file */
+    if (!u->s) return push_fail(L, err);
+    return 1;
+}
+
+static const char *const http_codes[] = {
+    NULL, "NETWORK_ERROR", "TIMEOUT", "TLS_ERROR", "BAD_RESPONSE", "NETWORK_ERROR"
+};
+
+/*
+ * session:request(method, url, headers, body?, timeout_ms?, connect_timeout_ms?)
+ *   -> status, headers{lowercase name = value}, body
+ *   |  nil, code, message, sent
+ */
+static int l_session_request(lua_State *L)
+{
+    lsession *u = luaL_checkudata(L, 1, MT_SESSION);
+    const char *method = luaL_checkstring(L, 2);
+    const char *url = luaL_checkstring(L, 3);
+    size_t bl = 0, nh, i;
+    const char *body;
+    const char *hdrs[32];
+    long tmo, ctmo;
+    wx_response r;
+    luaL_checktype(L, 4, LUA_TTABLE);
+    body = luaL_optlstring(L, 5, NULL, &bl);
+    tmo = (long)luaL_optnumber(L, 6, 0);
+    ctmo = (long)luaL_optnumber(L, 7, 0);
+    if (!u->s) return luaL_error(L, "attempt to use a closed " MT_SESSION);
+    nh = lua_rawlen(L, 4);
+    luaL_argcheck(L, nh <= 32, 4, "at most 32 headers");
+    for (i = 0; i < nh; i++) {
+        size_t hl;
+        lua_rawgeti(L, 4, (int)i + 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return luaL_argerror(L, 4, "headers must be strings");
+        hdrs[i] = lua_tolstring(L, -1, &hl);
+        if ( memchr(hdrs[i], '\n', hl) || memchr(hdrs[i], '\r', hl) ||
+            strlen(hdrs[i]) != hl)
+            return luaL_argerror(L, 4, "headers must be strings without CR, LF or NUL");
+        lua_pop(L, 1); /* still referenced by the table */
+    }
+    wx_session_perform(u->s, method, url, hdrs, nh, body, bl, tmo, ctmo, &r);
+    if (r.err != WX_HTTP_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, http_codes[r.err]);
+        lua_pushstring(L, r.errmsg);
+        lua_pushboolean(L, r.sent);
+        wx_response_free(&r);
+        return 4;
+    }
+    lua_pushinteger(L, (lua_Integer)r.status);
+    lua_newtable(L);
+    {
+        size_t p = 0;
+        while (p < r.headers.len) {
+            const char *name = r.headers.data + p;
+            size_t n = strlen(name);
+            const char *val = name + n + 1;
+            size_t vn = strlen(val);
+            lua_pushlstring(L, name, n);
+            lua_pushvalue(L, -1);
+            lua_rawget(L, -3);
+            if (lua_isnil(L, -1)) {        /* first one wins */
+                lua_pop(L, 1);
+                lua_pushlstring(L, val, vn);
+                lua_rawset(L, -3);
+            } else {
+                lua_pop(L, 2);
+            }
+            p += n + 1 + vn + 1;
+        }
+    }
+    lua_pushlstring(L, r.body.data ? r.body.data : "", r.body.len);
+    wx_response_free(&r);
+    return 3;
+}
+
+static int l_session_close(lua_State *L)
+{
+    lsession *u = luaL_checkudata(L, 1, MT_SESSION);
+    if (u->s) {
+        wx_session_free(u->s);
+        u->s = NULL;
+    }
+    return 0;
+}
+
+static int l_session_tostring(lua_State *L)
+{
+    lsession *u = luaL_checkudata(L, 1, MT_SESSION);
+    lua_pushfstring(L, MT_SESSION "{%s}", u->s ? "open" : "closed");
+    return 1;
+}
+
+/* ---- module ---------------------------------------------------------------- */
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                      lua_CFunction close, lua_CFunction tostr)
+{
+    luaL_newmetatable(L, name);
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, tostr);
+    lua_setfield(L, -2, "__tostring");
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "close");
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+}
+
+__attribute__((visibility("default"))) int luaopen_wxpay_core(lua_State *L)
+{
+    static const luaL_Reg priv_methods[] = {
+        {"sign", l_priv_sign},
+        {"authorization", l_priv_authorization},
+        {NULL, NULL}};
+    static const luaL_Reg pub_methods[] = {
+        {"verify", l_pub_verify},
+        {"verify_response", l_pub_verify_response},
+        {NULL, NULL}};
+    static const luaL_Reg session_methods[] = {
+        {"request", l_session_request},
+        {NULL, NULL}};
+    static const luaL_Reg funcs[] = {
+        {"load_private_key", l_load_private_key},
+        {"load_public_key", l_load_public_key},
+        {"load_certificate", l_load_certificate},
+        {"nonce", l_nonce},
+        {"b64encode", l_b64encode},
+        {"b64decode", l_b64decode},
+        {"aes_gcm_decrypt", l_aes_gcm_decrypt},
+        {"session", l_session},
+        {"time", l_time},
+        {"monotonic_ms", l_monotonic_ms},
+        {"sleep_ms", l_sleep_ms},
+        {"file_mode", l_file_mode},
+        {NULL, NULL}};
+
+    if (wx_http_global_init()) return luaL_error(L, "curl_global_init failed");
+    new_class(L, MT_PRIVKEY, priv_methods, l_priv_close, l_priv_tostring);
+    new_class(L, MT_PUBKEY, pub_methods, l_pub_close, l_pub_tostring);
+    new_class(L, MT_SESSION, session_methods, l_session_close, l_session_tostring);
+    luaL_newlib(L, funcs);
+    lua_pushliteral(L, WX_VERSION);
+    lua_setfield(L, -2, "_VERSION");
+    lua_pushstring(L, wx_http_curl_version());
+    lua_setfield(L, -2, "curl_version");
+    lua_pushstring(L, OpenSSL_version(OPENSSL_VERSION));
+    lua_setfield(L, -2, "openssl_version");
+    return 1;
+}
