@@ -5,12 +5,15 @@ local H = {}
 
 H.root = os.getenv("PWD") or "."
 
+--- Runs a shell command; returns its output, success (boolean) and exit code.
+-- (The exit code is echoed by the shell: LuaJIT's popen close does not return it.)
 local function sh(cmd)
-  local p = assert(io.popen(cmd, "r"))
+  local p = assert(io.popen("{ " .. cmd .. "\n}; echo \"__rc=$?\"", "r"))
   local out = p:read("*a")
-  local ok, _, code = p:close()
-  if type(ok) == "number" then code = ok; ok = code == 0 end -- Lua 5.1
-  return out, ok, code
+  p:close()
+  local body, code = out:match("^(.-)__rc=(%d+)\n?$")
+  code = tonumber(code) or -1
+  return body or out, code == 0, code
 end
 H.sh = sh
 

@@ -70,8 +70,9 @@ local function load_config_file(path)
     if type(cfg) ~= "table" then return nil, "the config file " .. path .. " is not valid JSON" end
   else
     local chunk, lerr
+    local setfenv = rawget(_G, "setfenv")
     if setfenv then  -- Lua 5.1 / LuaJIT
-      chunk, lerr = loadstring(text, "=" .. path)
+      chunk, lerr = rawget(_G, "loadstring")(text, "=" .. path)
       if chunk then setfenv(chunk, {}) end
     else
       chunk, lerr = load(text, "=" .. path, "t", {})

@@ -40,21 +40,21 @@ function KeyStore:get(serial, now)
   return e.key
 end
 
+local function contains(list, key)
+  for _, e in ipairs(list) do if e.key == key then return true end end
+  return false
+end
+
 --- Replaces the downloaded set with `list` (entries made by parse_download).
 function KeyStore:replace_downloaded(list, now)
   for serial, e in pairs(self.entries) do
     if e.source == "download" then
       self.entries[serial] = nil
-      if e.key ~= nil and not self:_in(list, e.key) then e.key:close() end
+      if not contains(list, e.key) then e.key:close() end
     end
   end
   for _, e in ipairs(list) do self.entries[e.serial_no] = e end
   self.downloaded_at = now
-end
-
-function KeyStore:_in(list, key)
-  for _, e in ipairs(list) do if e.key == key then return true end end
-  return false
 end
 
 function KeyStore:count()
