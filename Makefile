@@ -41,7 +41,7 @@ LMODS := $(wildcard lua/wxpay/*.lua)
 DEPS := lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev libssl-dev \
         libcurl4-openssl-dev lua-cjson lua-busted lua-check openssl \
         python3 python3-cryptography nginx libnginx-mod-http-lua \
-        pkg-config gcc make valgrind clang libclang-rt-14-dev procps
+        pkg-config gcc make valgrind clang libclang-rt-14-dev procps curl
 
 .PHONY: all deps build test lint demo sandbox install clean check-c bench
 
@@ -77,7 +77,7 @@ demo: deps build
 	@sh tools/demo
 
 sandbox: deps
-	@$(PYTHON) sandbox/server.py --dir $${SANDBOX_DIR:-.sandbox} --port $${PORT:-0} --announce
+	@$(PYTHON) sandbox/server.py --dir $${SANDBOX_DIR:-.sandbox} --port $${PORT:-0}
 
 install: build
 	install -d $(DESTDIR)$(LUA_LMOD)/wxpay $(DESTDIR)$(LUA_CMOD)/wxpay
@@ -89,3 +89,6 @@ install: build
 
 clean:
 	rm -rf build .sandbox-test
+
+# further targets (test-asan, test-valgrind, fuzz, bench...) live in mk/
+-include mk/*.mk

@@ -1,0 +1,1004 @@
+#!/usr/bin/python3
+"""Self-tests of the wxpay sandbox.
+
+    /usr/bin/python3 sandbox/selftest.py [-v]
+
+Starts its own sandbox with sandbox/ctl in a temporary directory (or in
+$SANDBOX_SELFTEST_DIR, which is kept, to exercise a reused directory), talks to it
+with a client written here from protocol.md (python3-cryptography, http.client, ssl),
+checks answer signatures also with the openssl command line, and stops the sandbox.
+The last line printed is `sandbox: N passed, N failed`.
+"""
+
+import base64
+import http.client
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import ssl
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.parse
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CTL = os.path.join(HERE, "ctl")
+SCHEME = "WECHATPAY2-SHA256-RSA2048"
+ALNUM = string.ascii_letters + string.digits
+CONFIG_KEYS = {"pid", "base_url", "control_url", "ca_file", "mchid", "sp_mchid", "sub_mchid",
+               "serial_no", "private_key", "private_key_pkcs1", "merchant_cert",
+               "platform_cert", "platform_serial", "public_key", "public_key_id",
+               "apiv3_key", "dir"}
+
+
+def ctl(*args):
+    return subprocess.run([CTL, *args], capture_output=True, text=True, timeout=30)
+
+
+def start_sandbox(directory, *extra):
+    t0 = time.monotonic()
+    proc = ctl("start", directory, *extra)
+    elapsed = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"ctl start failed: {proc.stdout}{proc.stderr}")
+    return json.loads(proc.stdout), elapsed
+
+
+class Answer:
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def code(self):
+        return self.json().get("code")
+
+
+class Client:
+    """An independent v3 client: signs requests, verifies answers (protocol.md 2-4)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        with open(cfg["private_key"], "rb") as f:
+            self.key = serialization.load_pem_private_key(f.read(), None)
+        url = urllib.parse.urlsplit(cfg["base_url"])
+        self.host, self.port = url.hostname, url.port
+        self.ctx = ssl.create_default_context(cafile=cfg["ca_file"])
+        self.keys = {}
+        with open(cfg["platform_cert"], "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        self.keys[format(cert.serial_number, "X")] = cert.public_key()
+        with open(cfg["public_key"], "rb") as f:
+            self.keys[cfg["public_key_id"]] = serialization.load_pem_public_key(f.read())
+
+    # -- control endpoint -------------------------------------------------------
+    def control(self, method, path, obj=None, raw=None):
+        url = urllib.parse.urlsplit(self.cfg["control_url"])
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=20)
+        body = raw if raw is not None else (json.dumps(obj).encode() if obj is not None else None)
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        return resp.status, json.loads(data)
+
+    def ok(self, method, path, obj=None):
+        status, data = self.control(method, path, obj)
+        assert status == 200, (method, path, status, data)
+        return data
+
+    def stats(self):
+        return self.ok("GET", "/stats")
+
+    def order(self, no):
+        return self.ok("GET", "/orders/" + urllib.parse.quote(no, safe=""))
+
+    # -- API ------------------------------------------------------------------------
+    def connect(self):
+        return http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=20)
+
+    def authorization(self, method, target, body, *, mchid=None, ts=None, nonce=None,
+                      serial=None, key=None):
+        ts = str(int(time.time()) if ts is None else ts)
+        nonce = nonce or "".join(secrets.choice(ALNUM) for _ in range(32))
+        message = f"{method}\n{target}\n{ts}\n{nonce}\n".encode() + body + b"\n"
+        sig = (key or self.key).sign(message, padding.PKCS1v15(), hashes.SHA256())
+        return (f'{SCHEME} mchid="{mchid or self.cfg["mchid"]}",nonce_str="{nonce}",'
+                f'signature="{base64.b64encode(sig).decode()}",timestamp="{ts}",'
+                f'serial_no="{serial or self.cfg["serial_no"]}"'), message
+
+    def headers(self, method, target, body, omit=(), extra=None, **sign):
+        h = {"User-Agent": "wxpay-selftest/1.0", "Accept": "application/json"}
+        if method != "GET":
+            h["Content-Type"] = "application/json"
+        h["Authorization"], _ = self.authorization(method, target, body, **sign)
+        h.update(extra or {})
+        for name in omit:
+            h.pop(name, None)
+        return h
+
+    def call(self, method, target, body=None, *, conn=None, omit=(), extra=None, **sign):
+        if isinstance(body, dict):
+            body = json.dumps(body).encode()
+        body = body or b""
+        h = self.headers(method, target, body, omit, extra, **sign)
+        own = conn is None
+        conn = conn or self.connect()
+        try:
+            conn.request(method, target, body=body if method != "GET" else None, headers=h)
+            resp = conn.getresponse()
+            data = resp.read()
+            return Answer(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+        finally:
+            if own:
+                conn.close()
+
+    def revoke(self, no=None, txid=None, body=None, **kw):
+        target = ("/v3/global/micropay/transactions/id/" + txid if txid is not None else
+                  "/v3/global/micropay/transactions/out-trade-no/" +
+                  urllib.parse.quote(no, safe="") + "/reverse")
+        if txid is not None:
+            target += "/reverse"
+        return self.call("POST", target, body if body is not None else {"mchid": self.cfg["mchid"]}, **kw)
+
+    def query(self, no, **kw):
+        q = kw.pop("q", None) or {"mchid": self.cfg["mchid"]}
+        return self.call("GET", "/v3/global/transactions/out-trade-no/" +
+                         urllib.parse.quote(no, safe="") + "?" + urllib.parse.urlencode(q), **kw)
+
+    def raw(self, method, target, body=b"", timeout=5):
+        """Send one request on a fresh TLS connection and read until the server closes."""
+        h = self.headers(method, target, body)
+        h["Host"] = f"{self.host}:{self.port}"
+        h["Content-Length"] = str(len(body))
+        req = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items())
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        tls = self.ctx.wrap_socket(sock, server_hostname=self.host)
+        tls.sendall(req.encode() + b"\r\n" + body)
+        data, closed = b"", False
+        try:
+            while True:
+                chunk = tls.recv(65536)
+                if not chunk:
+                    closed = True
+                    break
+                data += chunk
+        except (ssl.SSLEOFError, ConnectionResetError):
+            closed = True
+        except socket.timeout:
+            pass
+        tls.close()
+        return data, closed
+
+    # -- answer verification -----------------------------------------------------------
+    def check(self, answer, refresh=True):
+        """True if the answer's Wechatpay-* signature verifies (protocol.md 3)."""
+        h = answer.headers
+        needed = ("wechatpay-timestamp", "wechatpay-nonce", "wechatpay-signature",
+                  "wechatpay-serial")
+        if not all(n in h for n in needed):
+            return False
+        try:
+            sig = base64.b64decode(h["wechatpay-signature"], validate=True)
+        except ValueError:
+            return False
+        if abs(int(h["wechatpay-timestamp"]) - time.time()) > 300:
+            return False
+        key = self.keys.get(h["wechatpay-serial"])
+        if key is None and refresh:
+            self.download()
+            key = self.keys.get(h["wechatpay-serial"])
+        if key is None:
+            return False
+        message = f"{h['wechatpay-timestamp']}\n{h['wechatpay-nonce']}\n".encode() + answer.body + b"\n"
+        try:
+            key.verify(sig, message, padding.PKCS1v15(), hashes.SHA256())
+            return True
+        except InvalidSignature:
+            return False
+
+    def download(self, apiv3_key=None):
+        """GET /v3/global/certificates, decrypt, learn the keys; returns [(entry, cert)]."""
+        answer = self.call("GET", "/v3/global/certificates")
+        assert answer.status == 200, answer.body
+        key = (apiv3_key or self.cfg["apiv3_key"]).encode()
+        out = []
+        for entry in answer.json()["data"]:
+            enc = entry["encrypt_certificate"]
+            pem = AESGCM(key).decrypt(enc["nonce"].encode(), base64.b64decode(enc["ciphertext"]),
+                                      enc["associated_data"].encode())
+            cert = x509.load_pem_x509_certificate(pem)
+            out.append((entry, cert))
+            self.keys[entry["serial_no"]] = cert.public_key()
+        assert self.check(answer, refresh=False), "the download must verify with its own set"
+        return out
+
+
+def openssl_verify(pubkey_pem_path, answer, tmp):
+    """Verify the answer's signature with `openssl dgst`; returns (ok, output)."""
+    h = answer.headers
+    msg = os.path.join(tmp, "msg")
+    sig = os.path.join(tmp, "sig.bin")
+    with open(msg, "wb") as f:
+        f.write(f"{h['wechatpay-timestamp']}\n{h['wechatpay-nonce']}\n".encode() + answer.body + b"\n")
+    with open(sig, "wb") as f:
+        f.write(base64.b64decode(h["wechatpay-signature"]))
+    p = subprocess.run(["openssl", "dgst", "-sha256", "-verify", pubkey_pem_path,
+                        "-signature", sig, msg], capture_output=True, text=True)
+    return p.returncode == 0 and "Verified OK" in p.stdout, p.stdout + p.stderr
+
+
+class SandboxTest(unittest.TestCase):
+    """Everything against one running sandbox; each test starts from POST /reset."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = os.environ.get("SANDBOX_SELFTEST_DIR") or tempfile.mkdtemp(prefix="wxsandbox-")
+        cls.fresh = not os.path.isdir(os.path.join(cls.dir, "creds"))
+        cls.cfg, cls.start_time = start_sandbox(cls.dir)
+        cls.c = Client(cls.cfg)
+        cls.tmp = tempfile.mkdtemp(prefix="wxsandbox-test-")
+
+    @classmethod
+    def tearDownClass(cls):
+        ctl("stop", cls.dir)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def setUp(self):
+        self.c.ok("POST", "/reset")
+        self.c.ok("POST", "/signing", {"mode": "certificate"})
+
+    def new_order(self, no=None, **kw):
+        return self.c.ok("POST", "/orders", {"out_trade_no": no or "T" + secrets.token_hex(6), **kw})
+
+    def assert_error(self, answer, status, code, signed=True):
+        self.assertEqual(answer.status, status, answer.body)
+        self.assertEqual(answer.code, code, answer.body)
+        self.assertIn("request-id", answer.headers)
+        self.assertIn("application/json", answer.headers.get("content-type", ""))
+        self.assertTrue(answer.json()["message"])
+        self.assertTrue(answer.json().get("detail"), "every failure names what failed")
+        if signed:
+            self.assertTrue(self.c.check(answer), "error answers are signed")
+        return answer.json()
+
+    # -- startup and configuration ----------------------------------------------------
+    def test_startup_time(self):
+        limit = 5.0 if self.fresh else 2.0        # a fresh dir also generates five RSA keys
+        self.assertLess(self.start_time, limit)
+
+    def test_sandbox_json(self):
+        cfg = self.cfg
+        self.assertEqual(set(cfg), CONFIG_KEYS)
+        with open(os.path.join(self.dir, "sandbox.json")) as f:
+            self.assertEqual(json.load(f), cfg)
+        self.assertEqual(cfg["dir"], os.path.realpath(self.dir))
+        self.assertTrue(cfg["base_url"].startswith("https://localhost:"))
+        self.assertTrue(cfg["control_url"].startswith("http://127.0.0.1:"))
+        self.assertEqual((cfg["mchid"], cfg["sp_mchid"], cfg["sub_mchid"]),
+                         ("1900000109", "1900000100", "1900000101"))
+        for name in ("serial_no", "platform_serial"):
+            self.assertRegex(cfg[name], r"^[0-9A-F]{40}$")
+        self.assertRegex(cfg["public_key_id"], r"^PUB_KEY_ID_[0-9]{28}$")
+        self.assertRegex(cfg["apiv3_key"], r"^[0-9A-Za-z]{32}$")
+        for name in ("ca_file", "private_key", "private_key_pkcs1", "merchant_cert",
+                     "platform_cert", "public_key"):
+            self.assertTrue(os.path.isabs(cfg[name]) and os.path.isfile(cfg[name]), name)
+        read = lambda name: open(cfg[name], "rb").read()
+        self.assertIn(b"-----BEGIN PRIVATE KEY-----", read("private_key"))
+        self.assertIn(b"-----BEGIN RSA PRIVATE KEY-----", read("private_key_pkcs1"))
+        self.assertIn(b"-----BEGIN PUBLIC KEY-----", read("public_key"))
+        k8 = serialization.load_pem_private_key(read("private_key"), None)
+        k1 = serialization.load_pem_private_key(read("private_key_pkcs1"), None)
+        self.assertEqual(k8.private_numbers(), k1.private_numbers())
+        self.assertEqual(k8.key_size, 2048)
+        mcert = x509.load_pem_x509_certificate(read("merchant_cert"))
+        self.assertEqual(format(mcert.serial_number, "X"), cfg["serial_no"])
+        self.assertEqual(mcert.public_key().public_numbers(), k8.public_key().public_numbers())
+        pcert = x509.load_pem_x509_certificate(read("platform_cert"))
+        self.assertEqual(format(pcert.serial_number, "X"), cfg["platform_serial"])
+        days = (pcert.not_valid_after - pcert.not_valid_before).days
+        self.assertGreaterEqual(days, 5 * 365)
+        creds = os.path.dirname(cfg["private_key"])
+        for name in os.listdir(creds):
+            if "key" in name and name != "pub_key.pem" and name != "pub_key_id.txt":
+                mode = os.stat(os.path.join(creds, name)).st_mode & 0o777
+                self.assertEqual(mode, 0o600, name)
+        self.assertEqual(self.c.ok("GET", "/config"), cfg)
+
+    def test_tls_certificate(self):
+        for host in ("localhost", "127.0.0.1"):       # SAN has DNS:localhost and IP:127.0.0.1
+            sock = socket.create_connection(("127.0.0.1", self.c.port), timeout=5)
+            with self.c.ctx.wrap_socket(sock, server_hostname=host) as tls:
+                self.assertTrue(tls.getpeercert())
+        sock = socket.create_connection(("127.0.0.1", self.c.port), timeout=5)
+        with self.assertRaises(ssl.SSLCertVerificationError):
+            self.c.ctx.wrap_socket(sock, server_hostname="example.com")
+        sock.close()
+
+    # -- revoke ---------------------------------------------------------------------------
+    def test_revoke_success(self):
+        order = self.new_order(trade_state="SUCCESS")
+        a = self.c.revoke(order["out_trade_no"])
+        self.assertEqual(a.status, 204)
+        self.assertEqual(a.body, b"")
+        self.assertIn(a.headers.get("content-length", "0"), ("0",))
+        self.assertTrue(a.headers.get("request-id"))
+        self.assertEqual(a.headers["wechatpay-serial"], self.cfg["platform_serial"])
+        self.assertEqual(a.headers["wechatpay-signature-type"], SCHEME)
+        self.assertTrue(self.c.check(a))
+        got = self.c.order(order["out_trade_no"])
+        self.assertEqual((got["trade_state"], got["refunds"], got["revokes"]), ("REVOKED", 1, 1))
+        a = self.c.revoke(order["out_trade_no"])          # again: 204, no second refund
+        self.assertEqual(a.status, 204)
+        got = self.c.order(order["out_trade_no"])
+        self.assertEqual((got["trade_state"], got["refunds"], got["revokes"]), ("REVOKED", 1, 2))
+        self.assertEqual(self.c.stats()["refunds"], 1)
+
+    def test_revoke_unpaid_closes(self):
+        for state in ("NOTPAY", "USERPAYING", "PAYERROR", "CLOSED"):
+            order = self.new_order(trade_state=state)
+            a = self.c.revoke(txid=order["transaction_id"])
+            self.assertEqual(a.status, 204, (state, a.body))
+            got = self.c.order(order["out_trade_no"])
+            self.assertEqual((got["trade_state"], got["refunds"]), ("CLOSED", 0), state)
+        self.assertEqual(self.c.stats()["refunds"], 0)
+
+    def test_revoke_institutional(self):
+        sub = "1900000555"
+        order = self.new_order(sp_mchid=self.cfg["sp_mchid"], sub_mchid=sub)
+        self.assertEqual(len(order["transaction_id"]), 28)
+        body = {"sp_mchid": self.cfg["sp_mchid"], "sub_mchid": "1900000101"}
+        a = self.c.revoke(order["out_trade_no"], body=body, mchid=self.cfg["sp_mchid"])
+        self.assert_error(a, 404, "ORDER_NOT_EXIST")          # another sub-merchant's scope
+        a = self.c.revoke(order["out_trade_no"], mchid=self.cfg["sp_mchid"], body=None)
+        self.assert_error(a, 400, "INVALID_REQUEST")          # body mchid != header sp_mchid
+        a = self.c.revoke(order["out_trade_no"], body=dict(body, sub_mchid=sub),
+                          mchid=self.cfg["sp_mchid"])
+        self.assertEqual(a.status, 204, a.body)
+        self.assertTrue(self.c.check(a))
+        self.assertEqual(self.c.order(order["out_trade_no"])["trade_state"], "REVOKED")
+
+    def test_path_percent_decoding(self):
+        no = "A|B*C@D-E_F"
+        self.new_order(no, trade_state="NOTPAY")
+        a = self.c.revoke(no)                 # quote() sends A%7CB%2AC%40D-E_F
+        self.assertEqual(a.status, 204, a.body)
+        self.assertIn("%7C", self.c.ok("GET", "/requests")[-1]["target"])
+        self.assertEqual(self.c.order(no)["trade_state"], "CLOSED")
+
+    def test_error_codes_reachable(self):
+        mch = {"mchid": self.cfg["mchid"]}
+        # INVALID_TRANSACTIONID
+        e = self.assert_error(self.c.revoke(txid="12ab"), 400, "INVALID_TRANSACTIONID")
+        self.assertEqual(e["detail"]["field"], "transaction_id")
+        self.assert_error(self.c.revoke(txid="1" * 33), 400, "INVALID_TRANSACTIONID")
+        # PARAM_ERROR: not JSON, extra field, missing field, wrong type, mixed modes
+        order = self.new_order()
+        no = order["out_trade_no"]
+        for body, field in ((b"{not json", "#"), ({"mchid": self.cfg["mchid"], "x": 1}, "x"),
+                            ({}, "mchid"), ({"mchid": 1900000109}, "mchid"), (b"[]", "#"),
+                            ({"sp_mchid": self.cfg["sp_mchid"]}, "sub_mchid"),
+                            ({"mchid": self.cfg["mchid"], "sub_mchid": "1"}, "mchid")):
+            e = self.assert_error(self.c.revoke(no, body=body), 400, "PARAM_ERROR")
+            self.assertEqual(e["detail"]["field"], field, body)
+            self.assertEqual(e["detail"]["location"], "body")
+            self.assertIn("issue", e["detail"])
+            self.assertIn("value", e["detail"])
+        # REVERSE_EXPIRE
+        old = self.new_order(created_at=int(time.time()) - 8 * 86400)
+        self.assert_error(self.c.revoke(old["out_trade_no"]), 400, "REVERSE_EXPIRE")
+        recent = self.new_order(created_at=int(time.time()) - 6 * 86400)
+        self.assertEqual(self.c.revoke(recent["out_trade_no"]).status, 204)
+        # TRADE_ERROR
+        refunded = self.new_order(trade_state="REFUND")
+        self.assert_error(self.c.revoke(refunded["out_trade_no"]), 403, "TRADE_ERROR")
+        self.assertEqual(self.c.order(refunded["out_trade_no"])["trade_state"], "REFUND")
+        # INVALID_REQUEST (header check)
+        self.assert_error(self.c.revoke(no, extra={"Accept": "text/html"}), 400, "INVALID_REQUEST")
+        # SYSTEM_ERROR (fault)
+        self.c.ok("POST", "/faults", {"fault": "status", "status": 500, "code": "SYSTEM_ERROR"})
+        self.assert_error(self.c.revoke(no), 500, "SYSTEM_ERROR")
+        self.assertEqual(self.c.order(no)["trade_state"], "SUCCESS")
+        # ORDER_NOT_EXIST, RESOURCE_NOT_EXISTS
+        self.assert_error(self.c.revoke("NOPE123"), 404, "ORDER_NOT_EXIST")
+        self.assert_error(self.c.revoke(txid="4200000000000000000000000000"), 404, "ORDER_NOT_EXIST")
+        self.assert_error(self.c.call("GET", "/v3/global/nothing"), 404, "RESOURCE_NOT_EXISTS")
+        self.assert_error(self.c.call("POST", "/v3/global/transactions/id/1", mch), 404,
+                          "RESOURCE_NOT_EXISTS")
+        self.assertEqual(self.c.order(no)["refunds"], 0)
+
+    # -- request verification ----------------------------------------------------------------
+    def test_wrong_signature(self):
+        order = self.new_order()
+        no = order["out_trade_no"]
+        target = "/v3/global/micropay/transactions/out-trade-no/" + no + "/reverse"
+        body = json.dumps({"mchid": self.cfg["mchid"]}).encode()
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ts, nonce = int(time.time()), "N" * 32
+        a = self.c.call("POST", target, body, key=other, ts=ts, nonce=nonce)
+        e = self.assert_error(a, 401, "SIGN_ERROR")
+        expected = f"POST\n{target}\n{ts}\n{nonce}\n{body.decode()}\n"
+        self.assertEqual(e["detail"]["string_to_sign"], expected)
+        # signed over another target (the query string is part of what is signed)
+        a = self.c.call("POST", target + "?x=1", body, ts=ts, nonce=nonce, extra={
+            "Authorization": self.c.authorization("POST", target, body, ts=ts, nonce=nonce)[0]})
+        e = self.assert_error(a, 401, "SIGN_ERROR")
+        self.assertEqual(e["detail"]["string_to_sign"], f"POST\n{target}?x=1\n{ts}\n{nonce}\n{body.decode()}\n")
+        self.assertEqual(self.c.order(no)["trade_state"], "SUCCESS")
+        self.assertEqual(self.c.stats()["rejected"], 2)
+
+    def test_malformed_authorization(self):
+        no = self.new_order()["out_trade_no"]
+        target = "/v3/global/micropay/transactions/out-trade-no/" + no + "/reverse"
+        body = json.dumps({"mchid": self.cfg["mchid"]}).encode()
+        good, _ = self.c.authorization("POST", target, body)
+        params = good.split(" ", 1)[1]
+        shuffled = ",".join(reversed(params.split(",")))     # any order is fine
+        self.assertEqual(self.c.call("POST", target, body,
+                                     extra={"Authorization": f"{SCHEME} {shuffled}"}).status, 204)
+        no = self.new_order()["out_trade_no"]
+        target = "/v3/global/micropay/transactions/out-trade-no/" + no + "/reverse"
+        good, _ = self.c.authorization("POST", target, body)
+        params = good.split(" ", 1)[1]
+        no_nonce = re.sub(r',?nonce_str="[^"]*"', "", params)
+        unquoted = params.replace('timestamp="', "timestamp=")
+        not_base64 = re.sub(r'signature="[^"]*"', 'signature="!!!"', params)
+        twice = params + ',mchid="%s"' % self.cfg["mchid"]
+        bad = ["", "Bearer xyz", SCHEME, "WECHATPAY2-SHA256-RSA4096 " + params,
+               SCHEME + " " + no_nonce, SCHEME + " " + twice, SCHEME + " " + unquoted,
+               SCHEME + " " + not_base64, SCHEME + " " + params + ',extra="1"']
+        for value in bad:
+            a = self.c.call("POST", target, body, extra={"Authorization": value})
+            self.assert_error(a, 401, "SIGN_ERROR")
+        a = self.c.call("POST", target, body, omit=("Authorization",))
+        self.assertIn("Authorization", self.assert_error(a, 401, "SIGN_ERROR")["detail"]["issue"])
+        e = self.assert_error(self.c.revoke(no, serial="ABCDEF"), 401, "SIGN_ERROR")
+        self.assertIn("serial_no", e["detail"]["issue"])
+        e = self.assert_error(self.c.revoke(no, mchid="1234"), 401, "SIGN_ERROR")
+        self.assertIn("mchid", e["detail"]["issue"])
+        self.assertEqual(self.c.order(no)["trade_state"], "SUCCESS")
+
+    def test_stale_timestamp(self):
+        no = self.new_order()["out_trade_no"]
+        for ts in (int(time.time()) - 600, int(time.time()) + 400):
+            e = self.assert_error(self.c.revoke(no, ts=ts), 401, "SIGN_ERROR")
+            self.assertIn("timestamp", e["detail"]["issue"])
+        self.assertEqual(self.c.revoke(no, ts=int(time.time()) - 200).status, 204)
+
+    def test_header_checks(self):
+        no = self.new_order()["out_trade_no"]
+        for kw, field in ((dict(omit=("User-Agent",)), "User-Agent"),
+                          (dict(omit=("Accept",)), "Accept"),
+                          (dict(extra={"Accept": "*/*"}), "Accept"),
+                          (dict(omit=("Content-Type",)), "Content-Type"),
+                          (dict(extra={"Content-Type": "text/plain"}), "Content-Type")):
+            e = self.assert_error(self.c.revoke(no, **kw), 400, "INVALID_REQUEST")
+            self.assertEqual(e["detail"]["field"], field)
+            self.assertIn(field, e["detail"]["issue"])
+        a = self.c.revoke(no, extra={"Accept": "application/json, text/plain",
+                                     "Content-Type": "application/json; charset=utf-8"})
+        self.assertEqual(a.status, 204, a.body)
+        self.assertEqual(self.c.stats()["rejected"], 5)
+
+    def test_header_mchid_differs_from_body(self):
+        no = self.new_order()["out_trade_no"]
+        a = self.c.revoke(no, mchid=self.cfg["sp_mchid"])      # body mchid 1900000109
+        e = self.assert_error(a, 400, "INVALID_REQUEST")
+        self.assertEqual(e["detail"]["field"], "mchid")
+        a = self.c.query(no, mchid=self.cfg["sp_mchid"])
+        self.assert_error(a, 400, "INVALID_REQUEST")
+        self.assertEqual(self.c.order(no)["trade_state"], "SUCCESS")
+        self.assertEqual(self.c.stats()["rejected"], 2)
+
+    # -- query --------------------------------------------------------------------------------
+    def test_query_common(self):
+        order = self.new_order(trade_state="USERPAYING", total=250)
+        a = self.c.query(order["out_trade_no"])
+        self.assertEqual(a.status, 200, a.body)
+        self.assertTrue(self.c.check(a))
+        q = a.json()
+        self.assertEqual((q["id"], q["out_trade_no"], q["mchid"], q["trade_type"], q["trade_state"]),
+                         (order["transaction_id"], order["out_trade_no"], self.cfg["mchid"],
+                          "MICROPAY", "USERPAYING"))
+        self.assertTrue(q["trade_state_desc"])
+        self.assertEqual(q["amount"]["total"], 250)
+        self.assertEqual(q["amount"]["currency"], "HKD")
+        self.assertEqual(q["amount"]["payer_currency"], "CNY")
+        self.assertIn("payer_total", q["amount"])
+        self.assertRegex(q["create_time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00$")
+        a = self.c.call("GET", "/v3/global/transactions/id/" + order["transaction_id"] +
+                        "?mchid=" + self.cfg["mchid"])
+        self.assertEqual(a.json()["out_trade_no"], order["out_trade_no"])
+        e = self.assert_error(self.c.call("GET", "/v3/global/transactions/out-trade-no/" +
+                                          order["out_trade_no"]), 400, "PARAM_ERROR")
+        self.assertEqual(e["detail"]["location"], "query")
+        self.assert_error(self.c.query("UNKNOWN1"), 404, "ORDER_NOT_EXIST")
+
+    def test_query_institutional(self):
+        order = self.new_order(sp_mchid=self.cfg["sp_mchid"], sub_mchid=self.cfg["sub_mchid"],
+                               trade_state="SUCCESS")
+        q = {"sp_mchid": self.cfg["sp_mchid"], "sub_mchid": self.cfg["sub_mchid"]}
+        a = self.c.query(order["out_trade_no"], q=q, mchid=self.cfg["sp_mchid"])
+        self.assertEqual(a.status, 200, a.body)
+        self.assertTrue(self.c.check(a))
+        j = a.json()
+        self.assertEqual((j["sp_mchid"], j["sub_mchid"], j["trade_state"]),
+                         (self.cfg["sp_mchid"], self.cfg["sub_mchid"], "SUCCESS"))
+        self.assertNotIn("mchid", j)
+        e = self.assert_error(self.c.query(order["out_trade_no"], q={"sp_mchid": self.cfg["sp_mchid"]},
+                                           mchid=self.cfg["sp_mchid"]), 400, "PARAM_ERROR")
+        self.assertEqual(e["detail"]["field"], "sub_mchid")
+        self.assert_error(self.c.query(order["out_trade_no"]), 404, "ORDER_NOT_EXIST")
+
+    # -- answer signatures ------------------------------------------------------------------------
+    def test_signature_verifies_with_openssl(self):
+        order = self.new_order()
+        answers = [self.c.revoke(order["out_trade_no"]), self.c.query(order["out_trade_no"]),
+                   self.c.query("NOSUCHORDER")]
+        self.assertEqual([a.status for a in answers], [204, 200, 404])
+        # the certificate named by Wechatpay-Serial (platform_cert.pem unless rotated)
+        serial = answers[0].headers["wechatpay-serial"]
+        pem = os.path.join(self.tmp, "signer.pem")
+        with open(pem, "wb") as f:
+            f.write([c for e, c in self.c.download() if e["serial_no"] == serial][0]
+                    .public_bytes(serialization.Encoding.PEM))
+        pub = os.path.join(self.tmp, "platform_pub.pem")
+        subprocess.run(["openssl", "x509", "-in", pem, "-pubkey", "-noout", "-out", pub],
+                       check=True)
+        for a in answers:
+            ok, out = openssl_verify(pub, a, self.tmp)
+            self.assertTrue(ok, out)
+        forged = Answer(200, answers[1].headers, answers[1].body + b" ")
+        ok, out = openssl_verify(pub, forged, self.tmp)
+        self.assertFalse(ok, out)
+
+    def test_certificate_download(self):
+        before = self.c.stats()["downloads"]
+        got = self.c.download()
+        self.assertEqual(self.c.stats()["downloads"], before + 1)
+        serials = [e["serial_no"] for e, _ in got]
+        self.assertIn(self.cfg["platform_serial"], serials)
+        for entry, cert in got:
+            self.assertEqual(format(cert.serial_number, "X"), entry["serial_no"])
+            enc = entry["encrypt_certificate"]
+            self.assertEqual(enc["algorithm"], "AEAD_AES_256_GCM")
+            self.assertEqual(enc["associated_data"], "certificate")
+            self.assertRegex(enc["nonce"], r"^[0-9A-Za-z]{12}$")
+            for k in ("effective_time", "expire_time"):
+                self.assertRegex(entry[k], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00$")
+        with open(self.cfg["platform_cert"], "rb") as f:
+            mine = x509.load_pem_x509_certificate(f.read())
+        self.assertIn(mine, [c for _, c in got])
+
+    def test_wrong_apiv3_key(self):
+        self.c.ok("POST", "/apiv3_key", {"key": "X" * 32})
+        with self.assertRaises(InvalidTag):
+            self.c.download()
+        self.c.ok("POST", "/apiv3_key", {"key": None})
+        self.assertTrue(self.c.download())
+
+    def test_expired_extra_certificate(self):
+        serial = self.c.ok("POST", "/certificates/extra", {"kind": "expired"})["serial"]
+        got = {e["serial_no"]: (e, c) for e, c in self.c.download()}
+        self.assertIn(serial, got)
+        self.assertLess(got[serial][1].not_valid_after.timestamp(), time.time() - 86400)
+        self.assertIn(self.cfg["platform_serial"], got)
+
+    def test_rotation_and_public_key_mode(self):
+        # one test: rotation changes the signer for good, so check both modes around it
+        old = self.cfg["platform_serial"]
+        self.c.ok("POST", "/signing", {"mode": "public_key"})
+        a = self.c.query("NOSUCHORDER")
+        self.assertEqual(a.headers["wechatpay-serial"], self.cfg["public_key_id"])
+        self.assertTrue(self.c.check(a, refresh=False))      # verifies with pub_key.pem
+        ok, out = openssl_verify(self.cfg["public_key"], a, self.tmp)
+        self.assertTrue(ok, out)
+        self.c.ok("POST", "/signing", {"mode": "certificate"})
+        new = self.c.ok("POST", "/rotate")["serial"]
+        self.assertNotEqual(new, old)
+        self.assertRegex(new, r"^[0-9A-F]{40}$")
+        a = self.c.query("NOSUCHORDER")
+        self.assertEqual(a.headers["wechatpay-serial"], new)
+        self.assertFalse(self.c.check(a, refresh=False), "unknown before the download")
+        serials = [e["serial_no"] for e, _ in self.c.download()]
+        self.assertIn(old, serials)
+        self.assertIn(new, serials)
+        self.assertTrue(self.c.check(a, refresh=False))
+        self.c.ok("POST", "/reset")                          # reset keeps the rotation
+        self.assertEqual(self.c.query("NOSUCHORDER").headers["wechatpay-serial"], new)
+        self.c.ok("POST", "/signing", {"mode": "public_key"})
+        self.assertEqual(self.c.query("X1").headers["wechatpay-serial"], self.cfg["public_key_id"])
+
+    # -- connections -------------------------------------------------------------------------------
+    def test_keep_alive(self):
+        self.c.download()                  # so no verification below needs a new connection
+        no = self.new_order()["out_trade_no"]
+        before = self.c.stats()
+        conn = self.c.connect()
+        for _ in range(5):
+            a = self.c.query(no, conn=conn)
+            self.assertEqual(a.status, 200)
+            self.assertTrue(self.c.check(a))
+        conn.close()
+        after = self.c.stats()
+        self.assertEqual(after["handshakes"] - before["handshakes"], 1)
+        self.assertEqual(after["connections"] - before["connections"], 1)
+        self.assertEqual(after["requests"] - before["requests"], 5)
+
+    # -- faults ------------------------------------------------------------------------------------
+    def fault(self, **spec):
+        return self.c.ok("POST", "/faults", spec)
+
+    def test_fault_delay(self):
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault="delay", ms=400)
+        t0 = time.monotonic()
+        a = self.c.revoke(no)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.4)
+        self.assertEqual(a.status, 204)
+        self.assertEqual(self.c.order(no)["trade_state"], "REVOKED")
+
+    def test_fault_status(self):
+        no = self.new_order()["out_trade_no"]
+        for status, code in ((500, "SYSTEM_ERROR"), (429, "RATELIMIT_EXCEEDED"),
+                             (503, "SERVICE_UNAVAILABLE"), (202, "USERPAYING")):
+            self.fault(fault="status", status=status, code=code, message="m " + code)
+        for status, code in ((500, "SYSTEM_ERROR"), (429, "RATELIMIT_EXCEEDED"),
+                             (503, "SERVICE_UNAVAILABLE"), (202, "USERPAYING")):
+            a = self.c.revoke(no)                             # FIFO
+            self.assertEqual((a.status, a.code, a.json()["message"]), (status, code, "m " + code))
+            self.assertTrue(self.c.check(a))
+        got = self.c.order(no)
+        self.assertEqual((got["trade_state"], got["revokes"]), ("SUCCESS", 0))
+        self.assertEqual(self.c.revoke(no).status, 204)
+
+    def test_fault_match_method_count(self):
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault="status", status=500, code="SYSTEM_ERROR", match="/reverse",
+                   method="POST", count=2)
+        self.assertEqual(self.c.query(no).status, 200)             # GET does not match
+        self.assertEqual(len(self.c.ok("GET", "/faults")), 1)
+        self.assertEqual(self.c.revoke(no).status, 500)
+        self.assertEqual(self.c.revoke(no).status, 500)
+        self.assertEqual(self.c.revoke(no).status, 204)            # count used up
+        self.assertEqual(self.c.ok("GET", "/faults"), [])
+        self.fault(fault="status", status=500, match="certificates")
+        self.assertEqual(self.c.revoke(self.new_order()["out_trade_no"]).status, 204)
+        self.fault(fault="drop")
+        self.c.ok("POST", "/reset")                                # reset clears faults
+        self.assertEqual(self.c.ok("GET", "/faults"), [])
+
+    def test_fault_after_verification(self):
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault="status", status=500)
+        self.assert_error(self.c.revoke(no, omit=("User-Agent",)), 400, "INVALID_REQUEST")
+        self.assertEqual(len(self.c.ok("GET", "/faults")), 1)     # an invalid request takes none
+        self.assertEqual(self.c.revoke(no).status, 500)
+
+    def test_fault_apply_then_status(self):
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault="apply_then_status", status=500, code="SYSTEM_ERROR")
+        self.assert_error(self.c.revoke(no), 500, "SYSTEM_ERROR")
+        got = self.c.order(no)
+        self.assertEqual((got["trade_state"], got["refunds"]), ("REVOKED", 1))
+
+    def test_fault_drop(self):
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault="drop")
+        with self.assertRaises((http.client.RemoteDisconnected, ConnectionError)):
+            self.c.revoke(no)
+        self.assertEqual(self.c.order(no)["trade_state"], "SUCCESS")
+        self.fault(fault="drop")
+        target = "/v3/global/micropay/transactions/out-trade-no/" + no + "/reverse"
+        data, closed = self.c.raw("POST", target, json.dumps({"mchid": self.cfg["mchid"]}).encode())
+        self.assertEqual((data, closed), (b"", True))
+        log = self.c.ok("GET", "/requests")
+        self.assertEqual((log[-1]["status"], log[-1]["fault"]), (None, "drop"))
+
+    def test_fault_drop_after_apply(self):
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault="drop_after_apply")
+        with self.assertRaises((http.client.RemoteDisconnected, ConnectionError)):
+            self.c.revoke(no)
+        got = self.c.order(no)
+        self.assertEqual((got["trade_state"], got["refunds"]), ("REVOKED", 1))
+
+    def test_fault_truncate(self):
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault="truncate")
+        target = "/v3/global/micropay/transactions/out-trade-no/" + no + "/reverse"
+        data, closed = self.c.raw("POST", target, json.dumps({"mchid": self.cfg["mchid"]}).encode())
+        self.assertTrue(closed)
+        self.assertTrue(data.startswith(b"HTTP/1.1 204"), data)
+        self.assertNotIn(b"\r\n\r\n", data)                      # header section cut short
+        self.assertIn(b"Wechatpay-Nonce", data)
+        self.assertNotIn(b"Wechatpay-Signature:", data)
+        self.assertEqual(self.c.order(no)["trade_state"], "REVOKED")
+        self.fault(fault="truncate")                             # an answer with a body
+        with self.assertRaises(http.client.IncompleteRead):
+            self.c.query(no)
+        data, closed = (None, None)
+        self.fault(fault="truncate", apply=False)
+        no2 = self.new_order()["out_trade_no"]
+        target = "/v3/global/micropay/transactions/out-trade-no/" + no2 + "/reverse"
+        data, closed = self.c.raw("POST", target, json.dumps({"mchid": self.cfg["mchid"]}).encode())
+        self.assertTrue(closed and data.startswith(b"HTTP/1.1 204"))
+        self.assertEqual(self.c.order(no2)["trade_state"], "SUCCESS")
+
+    def spoiled(self, name, **params):
+        """Queue fault `name` for a revoke; returns the answer (the revoke applies)."""
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault=name, **params)
+        a = self.c.revoke(no)
+        self.assertEqual(self.c.order(no)["trade_state"], "REVOKED")
+        return a
+
+    def test_fault_flip_signature(self):
+        self.c.download()
+        a = self.spoiled("flip_signature")
+        self.assertEqual(a.status, 204)
+        self.assertEqual(a.headers["wechatpay-serial"], self.cfg["platform_serial"])
+        base64.b64decode(a.headers["wechatpay-signature"], validate=True)
+        self.assertFalse(self.c.check(a))
+        no = self.new_order()["out_trade_no"]                    # apply=false: a forged 204
+        self.fault(fault="flip_signature", apply=False)
+        a = self.c.revoke(no)
+        self.assertEqual(a.status, 204)
+        self.assertFalse(self.c.check(a))
+        self.assertEqual(self.c.order(no)["trade_state"], "SUCCESS")
+
+    def test_fault_unknown_serial(self):
+        self.c.download()
+        a = self.spoiled("unknown_serial")
+        serial = a.headers["wechatpay-serial"]
+        self.assertNotIn(serial, (self.cfg["platform_serial"], self.cfg["public_key_id"]))
+        self.assertFalse(self.c.check(a))                        # even after a refresh
+        # the signature itself is valid: it verifies with the current platform key
+        platform = self.c.keys[self.cfg["platform_serial"]]
+        self.assertTrue(self.c.check(Answer(a.status, dict(
+            a.headers, **{"wechatpay-serial": self.cfg["platform_serial"]}), a.body)))
+        self.assertIsNotNone(platform)
+
+    def test_fault_stale_timestamp(self):
+        a = self.spoiled("stale_timestamp", seconds=900)
+        ts = int(a.headers["wechatpay-timestamp"])
+        self.assertAlmostEqual(ts, time.time() - 900, delta=5)
+        self.assertFalse(self.c.check(a))
+        key = self.c.keys[a.headers["wechatpay-serial"]]
+        key.verify(base64.b64decode(a.headers["wechatpay-signature"]),
+                   f"{ts}\n{a.headers['wechatpay-nonce']}\n\n".encode(),
+                   padding.PKCS1v15(), hashes.SHA256())          # correctly signed over it
+        a = self.spoiled("stale_timestamp")
+        self.assertAlmostEqual(int(a.headers["wechatpay-timestamp"]), time.time() - 600, delta=5)
+
+    def test_fault_missing_signature(self):
+        a = self.spoiled("missing_signature")
+        self.assertEqual(a.status, 204)
+        self.assertEqual([h for h in a.headers if h.startswith("wechatpay-")], [])
+        self.assertIn("request-id", a.headers)
+        self.assertFalse(self.c.check(a))
+
+    def test_fault_bad_base64_signature(self):
+        a = self.spoiled("bad_base64_signature")
+        with self.assertRaises(ValueError):
+            base64.b64decode(a.headers["wechatpay-signature"], validate=True)
+        self.assertFalse(self.c.check(a))
+
+    def test_fault_connection_close(self):
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault="connection_close")
+        before = self.c.stats()
+        conn = self.c.connect()
+        conn.request("GET", "/v3/global/transactions/out-trade-no/" + no + "?mchid=" + self.cfg["mchid"],
+                     headers=self.c.headers("GET", "/v3/global/transactions/out-trade-no/" + no +
+                                            "?mchid=" + self.cfg["mchid"], b""))
+        resp = conn.getresponse()
+        body = resp.read()
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.getheader("Connection"), "close")
+        self.assertTrue(self.c.check(Answer(200, {k.lower(): v for k, v in resp.getheaders()}, body)))
+        self.assertTrue(resp.will_close)
+        conn.close()
+        a = self.c.query(no)                      # a later request works on a new connection
+        self.assertEqual(a.status, 200)
+        self.assertEqual(self.c.stats()["handshakes"] - before["handshakes"], 2)
+
+    def test_fault_oversized(self):
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault="oversized")
+        a = self.c.query(no)
+        self.assertEqual((a.status, len(a.body)), (200, 2 * 1024 * 1024))
+        self.assertTrue(self.c.check(a))
+        self.fault(fault="oversized", bytes=100000)
+        self.assertEqual(len(self.c.query(no).body), 100000)
+
+    def test_fault_non_json(self):
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault="non_json")
+        a = self.c.query(no)
+        self.assertEqual(a.status, 200)
+        self.assertTrue(a.body.startswith(b"<html>"))
+        self.assertTrue(self.c.check(a))
+        with self.assertRaises(ValueError):
+            json.loads(a.body)
+
+    def test_fault_unsigned_error(self):
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault="unsigned_error", status=503, code="SERVICE_UNAVAILABLE")
+        a = self.c.revoke(no)
+        self.assertEqual((a.status, a.code), (503, "SERVICE_UNAVAILABLE"))
+        self.assertEqual([h for h in a.headers if h.startswith("wechatpay-")], [])
+        self.assertIn("request-id", a.headers)
+        self.assertEqual(self.c.order(no)["trade_state"], "SUCCESS")
+
+    # -- control endpoint -----------------------------------------------------------------------------
+    def test_control_orders_and_log(self):
+        order = self.new_order("LOG-1", trade_state="NOTPAY", transaction_id="4200000000000000000000000042",
+                               total=5, created_at=1700000000)
+        self.assertEqual((order["transaction_id"], order["total"], order["created_at"], order["mchid"]),
+                         ("4200000000000000000000000042", 5, 1700000000, self.cfg["mchid"]))
+        self.assertEqual((order["refunds"], order["revokes"]), (0, 0))
+        status, body = self.c.control("GET", "/orders/NOPE")
+        self.assertEqual(status, 404)
+        self.c.query("LOG-1")
+        log = self.c.ok("GET", "/requests")
+        self.assertEqual(len(log), 1)
+        entry = log[0]
+        self.assertEqual((entry["method"], entry["status"], entry["body"]), ("GET", 200, ""))
+        self.assertEqual(entry["target"], "/v3/global/transactions/out-trade-no/LOG-1?mchid=" + self.cfg["mchid"])
+        self.assertTrue(entry["headers"]["Authorization"].startswith(SCHEME))
+        self.assertAlmostEqual(entry["time"], time.time(), delta=10)
+        self.c.ok("POST", "/reset")
+        self.assertEqual(self.c.ok("GET", "/requests"), [])
+        self.assertEqual(self.c.ok("GET", "/orders"), [])
+        self.assertEqual(set(self.c.stats().values()), {0})
+
+    def test_control_bad_input(self):
+        bad = [("POST", "/orders", None, b"{nope"), ("POST", "/orders", [], None),
+               ("POST", "/orders", {}, None),
+               ("POST", "/orders", {"out_trade_no": "x" * 33}, None),
+               ("POST", "/orders", {"out_trade_no": "A B"}, None),
+               ("POST", "/orders", {"out_trade_no": "A1", "trade_state": "PAID"}, None),
+               ("POST", "/orders", {"out_trade_no": "A1", "transaction_id": "12x"}, None),
+               ("POST", "/orders", {"out_trade_no": "A1", "transaction_id": 12}, None),
+               ("POST", "/orders", {"out_trade_no": "A1", "created_at": "now"}, None),
+               ("POST", "/orders", {"out_trade_no": "A1", "created_at": True}, None),
+               ("POST", "/orders", {"out_trade_no": "A1", "total": -1}, None),
+               ("POST", "/orders", {"out_trade_no": "A1", "total": 1.5}, None),
+               ("POST", "/orders", {"out_trade_no": "A1", "mchid": "abc"}, None),
+               ("POST", "/orders", {"out_trade_no": "A1", "sp_mchid": "1"}, None),
+               ("POST", "/orders", {"out_trade_no": "A1", "mchid": "1", "sp_mchid": "1",
+                                    "sub_mchid": "2"}, None),
+               ("POST", "/orders", {"out_trade_no": "A1", "colour": "red"}, None),
+               ("POST", "/faults", {"fault": "explode"}, None),
+               ("POST", "/faults", {}, None),
+               ("POST", "/faults", {"fault": "delay"}, None),
+               ("POST", "/faults", {"fault": "delay", "ms": "10"}, None),
+               ("POST", "/faults", {"fault": "delay", "ms": -1}, None),
+               ("POST", "/faults", {"fault": "status", "status": 99}, None),
+               ("POST", "/faults", {"fault": "status", "status": 204}, None),
+               ("POST", "/faults", {"fault": "status", "count": 0}, None),
+               ("POST", "/faults", {"fault": "status", "count": True}, None),
+               ("POST", "/faults", {"fault": "drop", "ms": 5}, None),
+               ("POST", "/faults", {"fault": "drop", "method": "FETCH"}, None),
+               ("POST", "/faults", {"fault": "drop", "match": 5}, None),
+               ("POST", "/faults", {"fault": "oversized", "bytes": 1}, None),
+               ("POST", "/faults", "drop", None),
+               ("POST", "/signing", {"mode": "magic"}, None),
+               ("POST", "/signing", None, b"\xff\xfe"),
+               ("POST", "/certificates/extra", {"kind": "future"}, None),
+               ("POST", "/apiv3_key", {"key": "short"}, None),
+               ("POST", "/apiv3_key", {"key": 12}, None)]
+        for method, path, obj, raw in bad:
+            status, body = self.c.control(method, path, obj, raw)
+            self.assertEqual(status, 400, (path, obj, raw, body))
+            self.assertIsInstance(body.get("error"), str)
+        self.assertEqual(self.c.control("GET", "/nothing")[0], 404)
+        self.c.ok("POST", "/orders", {"out_trade_no": "T-OK"})
+        self.assertEqual(self.c.control("POST", "/orders", {"out_trade_no": "T-OK2",
+                                        "transaction_id": self.c.order("T-OK")["transaction_id"]})[0], 400)
+        self.assertEqual(self.c.ok("GET", "/faults"), [])
+        self.assertEqual(set(self.c.stats()), {"requests", "connections", "handshakes",
+                                                "downloads", "refunds", "rejected"})
+        self.assertEqual(self.c.query("T-OK").status, 200)    # the API still answers
+
+    def test_api_garbage(self):
+        # Not TLS, a bare TCP close, and malformed HTTP must not hurt the server.
+        with socket.create_connection(("127.0.0.1", self.c.port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            s.settimeout(5)
+            try:
+                s.recv(100)
+            except OSError:
+                pass
+        socket.create_connection(("127.0.0.1", self.c.port), timeout=5).close()
+        sock = socket.create_connection(("127.0.0.1", self.c.port), timeout=5)
+        with self.c.ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+            tls.sendall(b"NONSENSE / HTTP/1.1\r\n\r\n")
+            self.assertTrue(tls.recv(100).startswith(b"HTTP/1.1 501"))
+        self.assertEqual(self.c.query("NOSUCH1").status, 404)
+
+
+class RestartTest(unittest.TestCase):
+    """Runs after SandboxTest: restart on the same directory, idle close, stop."""
+
+    def test_restart_reuses_dir(self):
+        directory = SandboxTest.dir
+        ctl("stop", directory)
+        self.assertFalse(os.path.exists(os.path.join(directory, "sandbox.json")))
+        with open(os.path.join(directory, "creds", "apiclient_key.pem"), "rb") as f:
+            key_before = f.read()
+        cfg, elapsed = start_sandbox(directory, "--idle-timeout", "1")
+        try:
+            self.assertLess(elapsed, 2.0, "startup with existing credentials")
+            for name in ("serial_no", "platform_serial", "public_key_id", "apiv3_key"):
+                self.assertEqual(cfg[name], SandboxTest.cfg[name], name)
+            with open(cfg["private_key"], "rb") as f:
+                self.assertEqual(f.read(), key_before)
+            c = Client(cfg)
+            c.ok("POST", "/orders", {"out_trade_no": "R1"})
+            conn = c.connect()
+            self.assertEqual(c.query("R1", conn=conn).status, 200)
+            self.assertTrue(c.check(c.query("R1", conn=conn)))
+            time.sleep(1.6)                                     # idle longer than 1 s
+            self.assertEqual(conn.sock.recv(1), b"")            # the server closed it
+            conn.close()
+            # start on a running dir replaces the old server
+            old_pid = cfg["pid"]
+            cfg2, _ = start_sandbox(directory)
+            self.assertNotEqual(cfg2["pid"], old_pid)
+            self.assertFalse(os.path.exists(f"/proc/{old_pid}/cmdline") and
+                             b"server.py" in open(f"/proc/{old_pid}/cmdline", "rb").read())
+            cfg = cfg2
+        finally:
+            self.assertEqual(ctl("stop", directory).returncode, 0)
+        self.assertFalse(os.path.exists(os.path.join(directory, "sandbox.json")))
+        time.sleep(0.1)
+        self.assertFalse(os.path.exists(f"/proc/{cfg['pid']}/status") and
+                         "State:\tZ" not in open(f"/proc/{cfg['pid']}/status").read())
+        self.assertEqual(ctl("stop", directory).returncode, 0)   # already stopped: still 0
+        broken = tempfile.mkdtemp(prefix="wxsandbox-bad-")
+        try:
+            bad = ctl("start", broken, "--port", "abc")          # the server cannot start
+            self.assertNotEqual(bad.returncode, 0)
+            self.assertIn("server.log", bad.stderr)
+            self.assertIn("--port", bad.stderr)                  # the log tail is shown
+            self.assertFalse(os.path.exists(os.path.join(broken, "sandbox.json")))
+        finally:
+            shutil.rmtree(broken, ignore_errors=True)
+
+
+def main():
+    verbosity = 2 if "-v" in sys.argv[1:] else 1
+    loader = unittest.TestLoader()
+    suite = unittest.TestSuite([loader.loadTestsFromTestCase(SandboxTest),
+                                loader.loadTestsFromTestCase(RestartTest)])
+    t0 = time.monotonic()
+    result = unittest.TextTestRunner(stream=sys.stdout, verbosity=verbosity,
+                                     ).run(suite)
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    passed = result.testsRun - failed - len(result.skipped)
+    if not os.environ.get("SANDBOX_SELFTEST_DIR") and getattr(SandboxTest, "dir", None):
+        shutil.rmtree(SandboxTest.dir, ignore_errors=True)
+    print(f"(took {time.monotonic() - t0:.1f} s)")
+    print(f"sandbox: {passed} passed, {failed} failed", flush=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
