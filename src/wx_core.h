@@ -143,4 +143,22 @@ int wx_session_perform(wx_session *s, const char *method, const char *url,
                        wx_response *resp);
 void wx_response_free(wx_response *r);
 
+/* Many exchanges at once over one connection cache (libcurl multi).  The
+ * caller adds up to capacity transfers, runs, and takes finished ones; no
+ * callback ever leaves C, so a Lua scheduler drives it. */
+typedef struct wx_multi wx_multi;
+wx_multi *wx_multi_new(const wx_session_opts *o, int max_parallel, const char **err);
+void wx_multi_free(wx_multi *m);
+int wx_multi_add(wx_multi *m, long id, const char *method, const char *url,
+                 const char *const *headers, size_t nheaders,
+                 const char *body, size_t body_len,
+                 long timeout_ms, long connect_timeout_ms, const char **err);
+/* Drives the transfers until at least one finished or timeout_ms passed
+ * (<= 0: until one finished); returns how many finished ones wait. */
+int wx_multi_run(wx_multi *m, long timeout_ms);
+/* Takes one finished transfer: its id and response (free it). 1, or 0. */
+int wx_multi_next(wx_multi *m, long *id, wx_response *resp);
+int wx_multi_active(const wx_multi *m);
+int wx_multi_capacity(const wx_multi *m);
+
 #endif

@@ -5,15 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 
-struct wx_session {
-    CURL *easy;
-    wx_session_opts o;
-    char *ca_file;
-    char errbuf[CURL_ERROR_SIZE];
-};
 
 /* ---- header parsing ----------------------------------------------------- */
 
@@ -66,6 +61,7 @@ typedef struct exchange {
     size_t max_body;
     int too_large;
     int oom;
+    int head_done; /* the blank line ending the header section was seen */
 } exchange;
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
@@ -77,6 +73,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     switch (wx_parse_header_line(p, len, &name, &nl, &value, &vl, &st)) {
     case 2: /* a new response (after 100 Continue): forget earlier headers */
         x->r->headers.len = 0;
+        x->head_done = 0;
+        break;
+    case 0: /* the blank line: the header section is complete */
+        x->head_done = 1;
         break;
     case 1: {
         char lower[128];
@@ -113,7 +113,34 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
     return len;
 }
 
-/* ---- session ------------------------------------------------------------ */
+/* ---- transfers: one easy handle, its request and its answer ------------- */
+
+typedef struct wx_xfer {
+    CURL *easy;
+    struct curl_slist *list;
+    exchange x;
+    wx_response r;
+    char *body;               /* multi only: a copy of the request body */
+    long id;                  /* multi only: the caller's id */
+    int busy;
+    char errbuf[CURL_ERROR_SIZE];
+} wx_xfer;
+
+struct wx_session {
+    wx_session_opts o;
+    char *ca_file;
+    wx_xfer t;
+};
+
+struct wx_multi {
+    wx_session_opts o;
+    char *ca_file;
+    CURLM *multi;
+    wx_xfer *slots;
+    int nslots, active;
+    int *done;                /* finished slot indexes, not yet taken */
+    int ndone;
+};
 
 static int global_done;
 
@@ -131,22 +158,12 @@ const char *wx_http_curl_version(void)
     return v && v->version ? v->version : "unknown";
 }
 
-wx_session *wx_session_new(const wx_session_opts *o, const char **err)
+/* The options every transfer has: HTTPS only, verification on, HTTP/1.1,
+ * connections not reused after max_idle_s (WeChat closes them at 8 s). */
+static int xfer_init(wx_xfer *t, const wx_session_opts *o)
 {
-    wx_session *s;
-    CURL *e;
-    if (wx_http_global_init()) { *err = "curl_global_init failed"; return NULL; }
-    s = calloc(1, sizeof *s);
-    if (!s) { *err = "out of memory"; return NULL; }
-    s->o = *o;
-    if (o->ca_file && !(s->ca_file = strdup(o->ca_file))) {
-        free(s);
-        *err = "out of memory";
-        return NULL;
-    }
-    s->o.ca_file = s->ca_file;
-    e = s->easy = curl_easy_init();
-    if (!e) { wx_session_free(s); *err = "curl_easy_init failed"; return NULL; }
+    CURL *e = t->easy = curl_easy_init();
+    if (!e) return -1;
     if (curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) ||
         curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https") ||
         curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) ||
@@ -156,21 +173,24 @@ wx_session *wx_session_new(const wx_session_opts *o, const char **err)
         curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, o->max_idle_s > 0 ? o->max_idle_s : 7L) ||
         curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) ||
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) ||
-        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf) ||
-        (s->ca_file && curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file))) {
-        wx_session_free(s);
-        *err = "libcurl refused an option (is it built with TLS?)";
-        return NULL;
-    }
-    return s;
+        curl_easy_setopt(e, CURLOPT_HEADERDATA, &t->x) ||
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, &t->x) ||
+        curl_easy_setopt(e, CURLOPT_PRIVATE, t) ||
+        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf) ||
+        (o->ca_file && curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file)))
+        return -1;
+    return 0;
 }
 
-void wx_session_free(wx_session *s)
+static void xfer_cleanup(wx_xfer *t)
 {
-    if (!s) return;
-    if (s->easy) curl_easy_cleanup(s->easy);
-    free(s->ca_file);
-    free(s);
+    curl_slist_free_all(t->list);
+    t->list = NULL;
+    free(t->body);
+    t->body = NULL;
+    if (t->easy) curl_easy_cleanup(t->easy);
+    t->easy = NULL;
+    wx_response_free(&t->r);
 }
 
 void wx_response_free(wx_response *r)
@@ -224,44 +244,39 @@ static int classify(CURLcode rc, const exchange *x, int *sent)
     }
 }
 
-int wx_session_perform(wx_session *s, const char *method, const char *url,
-                       const char *const *headers, size_t nheaders,
-                       const char *body, size_t body_len,
-                       long timeout_ms, long connect_timeout_ms,
-                       wx_response *r)
+/* Sets up one request on t; 0 or -1 (out of memory). */
+static int xfer_prepare(wx_xfer *t, const wx_session_opts *o, const char *method,
+                        const char *url, const char *const *headers, size_t nheaders,
+                        const char *body, size_t body_len,
+                        long timeout_ms, long connect_timeout_ms)
 {
-    CURL *e = s->easy;
-    struct curl_slist *list = NULL, *t;
-    exchange x;
-    CURLcode rc;
+    CURL *e = t->easy;
+    struct curl_slist *tmp;
     size_t i;
-    long reqsize = 0;
-    int is_get = strcmp(method, "GET") == 0;
 
-    memset(r, 0, sizeof *r);
-    memset(&x, 0, sizeof x);
-    x.r = r;
-    x.max_body = s->o.max_body ? s->o.max_body : (1u << 20);
-    r->sent = 1;
+    memset(&t->r, 0, sizeof t->r);
+    memset(&t->x, 0, sizeof t->x);
+    t->x.r = &t->r;
+    t->x.max_body = o->max_body ? o->max_body : (1u << 20);
+    t->r.sent = 1;
+    t->errbuf[0] = '\0';
 
     for (i = 0; i < nheaders; i++) {
-        if (!(t = curl_slist_append(list, headers[i]))) goto oom;
-        list = t;
+        if (!(tmp = curl_slist_append(t->list, headers[i]))) return -1;
+        t->list = tmp;
     }
     /* no "Expect: 100-continue" round trip for larger bodies */
-    if (!(t = curl_slist_append(list, "Expect:"))) goto oom;
-    list = t;
+    if (!(tmp = curl_slist_append(t->list, "Expect:"))) return -1;
+    t->list = tmp;
 
     curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, list);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, &x);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &x);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : s->o.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->list);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : o->timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-                     connect_timeout_ms > 0 ? connect_timeout_ms : s->o.connect_timeout_ms);
+                     connect_timeout_ms > 0 ? connect_timeout_ms : o->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
     curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
-    if (is_get) {
+    if (strcmp(method, "GET") == 0) {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     } else {
         curl_easy_setopt(e, CURLOPT_POST, 1L);
@@ -270,31 +285,229 @@ int wx_session_perform(wx_session *s, const char *method, const char *url,
         if (strcmp(method, "POST") != 0)
             curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
     }
+    return 0;
+}
 
-    s->errbuf[0] = '\0';
-    rc = curl_easy_perform(e);
+/* After the transfer: classify the outcome into t->r and free the request. */
+static void xfer_finish(wx_xfer *t, CURLcode rc)
+{
+    CURL *e = t->easy;
+    wx_response *r = &t->r;
+    long reqsize = 0;
 
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
-    curl_slist_free_all(list);
+    curl_slist_free_all(t->list);
+    t->list = NULL;
+    free(t->body);
+    t->body = NULL;
 
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
     if (curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &reqsize) != CURLE_OK || reqsize <= 0)
         r->sent = 0;
-    r->err = classify(rc, &x, &r->sent);
+    r->err = classify(rc, &t->x, &r->sent);
+    /* libcurl accepts an answer whose connection closed inside the header
+     * section (e.g. a 204 cut before its last headers): that is truncated. */
+    if (r->err == WX_HTTP_OK && !t->x.head_done) r->err = WX_HTTP_BAD;
     if (r->err != WX_HTTP_OK) {
-        const char *why = x.too_large ? "the answer is larger than the size limit"
-                        : x.oom ? "out of memory"
-                        : s->errbuf[0] ? s->errbuf
+        const char *why = t->x.too_large ? "the answer is larger than the size limit"
+                        : rc == CURLE_OK ? "the answer's header section was cut short"
+                        : t->x.oom ? "out of memory"
+                        : t->errbuf[0] ? t->errbuf
                         : curl_easy_strerror(rc);
         snprintf(r->errmsg, sizeof r->errmsg, "%s", why);
     }
-    return r->err;
+}
 
-oom:
-    curl_slist_free_all(list);
+static void oom_response(wx_response *r)
+{
     r->err = WX_HTTP_INTERNAL;
     r->sent = 0;
     strcpy(r->errmsg, "out of memory");
-    return r->err;
+}
+
+static int copy_opts(wx_session_opts *dst, char **ca_copy, const wx_session_opts *o)
+{
+    *dst = *o;
+    *ca_copy = NULL;
+    if (o->ca_file && !(*ca_copy = strdup(o->ca_file))) return -1;
+    dst->ca_file = *ca_copy;
+    return 0;
+}
+
+/* ---- session: one reused easy handle ------------------------------------- */
+
+wx_session *wx_session_new(const wx_session_opts *o, const char **err)
+{
+    wx_session *s;
+    if (wx_http_global_init()) { *err = "curl_global_init failed"; return NULL; }
+    s = calloc(1, sizeof *s);
+    if (!s || copy_opts(&s->o, &s->ca_file, o)) {
+        free(s);
+        *err = "out of memory";
+        return NULL;
+    }
+    if (xfer_init(&s->t, &s->o)) {
+        wx_session_free(s);
+        *err = "libcurl refused an option (is it built with TLS?)";
+        return NULL;
+    }
+    return s;
+}
+
+void wx_session_free(wx_session *s)
+{
+    if (!s) return;
+    xfer_cleanup(&s->t);
+    free(s->ca_file);
+    free(s);
+}
+
+int wx_session_perform(wx_session *s, const char *method, const char *url,
+                       const char *const *headers, size_t nheaders,
+                       const char *body, size_t body_len,
+                       long timeout_ms, long connect_timeout_ms,
+                       wx_response *resp)
+{
+    wx_xfer *t = &s->t;
+    if (xfer_prepare(t, &s->o, method, url, headers, nheaders, body, body_len,
+                     timeout_ms, connect_timeout_ms)) {
+        curl_slist_free_all(t->list);
+        t->list = NULL;
+        oom_response(&t->r);
+    } else {
+        xfer_finish(t, curl_easy_perform(t->easy));
+    }
+    *resp = t->r;                    /* ownership of the buffers moves */
+    memset(&t->r, 0, sizeof t->r);
+    return resp->err;
+}
+
+/* ---- multi: many transfers at once, one connection cache ----------------- */
+
+wx_multi *wx_multi_new(const wx_session_opts *o, int max_parallel, const char **err)
+{
+    wx_multi *m;
+    int i;
+    if (wx_http_global_init()) { *err = "curl_global_init failed"; return NULL; }
+    if (max_parallel < 1 || max_parallel > 256) { *err = "max_parallel must be 1-256"; return NULL; }
+    m = calloc(1, sizeof *m);
+    if (!m || copy_opts(&m->o, &m->ca_file, o)) { free(m); *err = "out of memory"; return NULL; }
+    m->nslots = max_parallel;
+    m->slots = calloc((size_t)max_parallel, sizeof *m->slots);
+    m->done = calloc((size_t)max_parallel, sizeof *m->done);
+    m->multi = curl_multi_init();
+    if (!m->slots || !m->done || !m->multi) { wx_multi_free(m); *err = "out of memory"; return NULL; }
+    curl_multi_setopt(m->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)max_parallel);
+    curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, (long)max_parallel);
+    for (i = 0; i < max_parallel; i++) {
+        if (xfer_init(&m->slots[i], &m->o)) {
+            wx_multi_free(m);
+            *err = "libcurl refused an option (is it built with TLS?)";
+            return NULL;
+        }
+    }
+    return m;
+}
+
+void wx_multi_free(wx_multi *m)
+{
+    int i;
+    if (!m) return;
+    for (i = 0; m->slots && i < m->nslots; i++) {
+        if (m->slots[i].busy && m->multi) curl_multi_remove_handle(m->multi, m->slots[i].easy);
+        xfer_cleanup(&m->slots[i]);
+    }
+    /* the easy handles go first: they may hold connections of the multi's cache */
+    if (m->multi) curl_multi_cleanup(m->multi);
+    free(m->slots);
+    free(m->done);
+    free(m->ca_file);
+    free(m);
+}
+
+int wx_multi_active(const wx_multi *m) { return m->active; }
+int wx_multi_capacity(const wx_multi *m) { return m->nslots; }
+
+int wx_multi_add(wx_multi *m, long id, const char *method, const char *url,
+                 const char *const *headers, size_t nheaders,
+                 const char *body, size_t body_len,
+                 long timeout_ms, long connect_timeout_ms, const char **err)
+{
+    int i;
+    wx_xfer *t = NULL;
+    for (i = 0; i < m->nslots; i++)
+        if (!m->slots[i].busy) { t = &m->slots[i]; break; }
+    if (!t) { *err = "all transfers are busy"; return -1; }
+    wx_response_free(&t->r);
+    if (body_len) {
+        if (!(t->body = malloc(body_len))) { *err = "out of memory"; return -1; }
+        memcpy(t->body, body, body_len);
+    }
+    if (xfer_prepare(t, &m->o, method, url, headers, nheaders, t->body ? t->body : "",
+                     body_len, timeout_ms, connect_timeout_ms) ||
+        curl_multi_add_handle(m->multi, t->easy) != CURLM_OK) {
+        curl_slist_free_all(t->list);
+        t->list = NULL;
+        free(t->body);
+        t->body = NULL;
+        *err = "out of memory";
+        return -1;
+    }
+    t->id = id;
+    t->busy = 1;
+    m->active++;
+    return 0;
+}
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int wx_multi_run(wx_multi *m, long timeout_ms)
+{
+    int running = 0, left = 0;
+    CURLMsg *msg;
+    long until = now_ms() + timeout_ms;
+    if (m->ndone == 0 && m->active > 0) {
+        curl_multi_perform(m->multi, &running);
+        while (running == m->active) {
+            int numfds = 0;
+            /* wait for socket activity or curl's own timers */
+            long wait = 1000;
+            if (timeout_ms > 0) {
+                wait = until - now_ms();
+                if (wait <= 0) break;
+                if (wait > 1000) wait = 1000;
+            }
+            if (curl_multi_poll(m->multi, NULL, 0, (int)wait, &numfds) != CURLM_OK) break;
+            curl_multi_perform(m->multi, &running);
+        }
+    }
+    while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
+        wx_xfer *t = NULL;
+        if (msg->msg != CURLMSG_DONE) continue;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+        if (!t) continue;
+        xfer_finish(t, msg->data.result);
+        curl_multi_remove_handle(m->multi, t->easy);
+        m->done[m->ndone++] = (int)(t - m->slots);
+    }
+    return m->ndone;
+}
+
+int wx_multi_next(wx_multi *m, long *id, wx_response *resp)
+{
+    wx_xfer *t;
+    if (m->ndone == 0) return 0;
+    t = &m->slots[m->done[--m->ndone]];
+    *id = t->id;
+    *resp = t->r;                    /* ownership of the buffers moves */
+    memset(&t->r, 0, sizeof t->r);
+    t->busy = 0;
+    m->active--;
+    return 1;
 }

@@ -21,6 +21,7 @@
 #define MT_PRIVKEY "wxpay.PrivateKey"
 #define MT_PUBKEY "wxpay.PublicKey"
 #define MT_SESSION "wxpay.Session"
+#define MT_MULTI "wxpay.Multi"
 
 typedef struct {
     EVP_PKEY *pkey;
@@ -29,6 +30,10 @@ typedef struct {
 typedef struct {
     wx_session *s;
 } lsession;
+
+typedef struct {
+    wx_multi *m;
+} lmulti;
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -377,20 +382,44 @@ static long opt_long(lua_State *L, int t, const char *k, long def)
     return v;
 }
 
+/* Reads {ca_file=?, connect_timeout_ms=, timeout_ms=, max_body=, max_idle_s=};
+ * ca_file stays on the stack (the core copies it). */
+static void session_opts(lua_State *L, wx_session_opts *o)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    memset(o, 0, sizeof *o);
+    lua_getfield(L, 1, "ca_file");
+    o->ca_file = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+    o->connect_timeout_ms = opt_long(L, 1, "connect_timeout_ms", 3000);
+    o->timeout_ms = opt_long(L, 1, "timeout_ms", 10000);
+    o->max_body = (size_t)opt_long(L, 1, "max_body", 1L << 20);
+    o->max_idle_s = opt_long(L, 1, "max_idle_s", 7);
+}
+
+/* multi{...session options..., max_parallel=16} */
+static int l_multi(lua_State *L)
+{
+    wx_session_opts o;
+    const char *err = NULL;
+    lmulti *u;
+    long n;
+    session_opts(L, &o);
+    n = opt_long(L, 1, "max_parallel", 16);
+    u = lua_newuserdata(L, sizeof *u);
+    u->m = NULL;
+    luaL_setmetatable(L, MT_MULTI);
+    u->m = wx_multi_new(&o, (int)n, &err);
+    if (!u->m) return push_fail(L, err);
+    return 1;
+}
+
 /* session{ca_file=?, connect_timeout_ms=, timeout_ms=, max_body=, max_idle_s=} */
 static int l_session(lua_State *L)
 {
     wx_session_opts o;
     const char *err = NULL;
     lsession *u;
-    luaL_checktype(L, 1, LUA_TTABLE);
-    memset(&o, 0, sizeof o);
-    lua_getfield(L, 1, "ca_file");
-    o.ca_file = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
-    o.connect_timeout_ms = opt_long(L, 1, "connect_timeout_ms", 3000);
-    o.timeout_ms = opt_long(L, 1, "timeout_ms", 10000);
-    o.max_body = (size_t)opt_long(L, 1, "max_body", 1L << 20);
-    o.max_idle_s = opt_long(L, 1, "max_idle_s", 7);
+    session_opts(L, &o);
     u = lua_newuserdata(L, sizeof *u);
     u->s = NULL;
     luaL_setmetatable(L, MT_SESSION);
@@ -403,6 +432,63 @@ static const char *const http_codes[] = {
     NULL, "NETWORK_ERROR", "TIMEOUT", "TLS_ERROR", "BAD_RESPONSE", "NETWORK_ERROR"
 };
 
+/* Reads an array of "Name: value" strings at index i into hdrs (max 32). */
+static size_t check_headers(lua_State *L, int i, const char **hdrs)
+{
+    size_t nh, k;
+    luaL_checktype(L, i, LUA_TTABLE);
+    nh = lua_rawlen(L, i);
+    luaL_argcheck(L, nh <= 32, i, "at most 32 headers");
+    for (k = 0; k < nh; k++) {
+        size_t hl;
+        lua_rawgeti(L, i, (int)k + 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_argerror(L, i, "headers must be strings");
+        hdrs[k] = lua_tolstring(L, -1, &hl);
+        if (memchr(hdrs[k], '\n', hl) || memchr(hdrs[k], '\r', hl) || strlen(hdrs[k]) != hl)
+            luaL_argerror(L, i, "headers must be strings without CR, LF or NUL");
+        lua_pop(L, 1); /* still referenced by the table */
+    }
+    return nh;
+}
+
+/* Pushes status, headers{lowercase = value}, body  |  nil, code, message, sent.
+ * Frees r. Returns the number of values pushed. */
+static int push_response(lua_State *L, wx_response *r)
+{
+    size_t p = 0;
+    if (r->err != WX_HTTP_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, http_codes[r->err]);
+        lua_pushstring(L, r->errmsg);
+        lua_pushboolean(L, r->sent);
+        wx_response_free(r);
+        return 4;
+    }
+    lua_pushinteger(L, (lua_Integer)r->status);
+    lua_newtable(L);
+    while (p < r->headers.len) {
+        const char *name = r->headers.data + p;
+        size_t n = strlen(name);
+        const char *val = name + n + 1;
+        size_t vn = strlen(val);
+        lua_pushlstring(L, name, n);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        if (lua_isnil(L, -1)) {        /* first one wins */
+            lua_pop(L, 1);
+            lua_pushlstring(L, val, vn);
+            lua_rawset(L, -3);
+        } else {
+            lua_pop(L, 2);
+        }
+        p += n + 1 + vn + 1;
+    }
+    lua_pushlstring(L, r->body.data ? r->body.data : "", r->body.len);
+    wx_response_free(r);
+    return 3;
+}
+
 /*
  * session:request(method, url, headers, body?, timeout_ms?, connect_timeout_ms?)
  *   -> status, headers{lowercase name = value}, body
@@ -413,63 +499,102 @@ static int l_session_request(lua_State *L)
     lsession *u = luaL_checkudata(L, 1, MT_SESSION);
     const char *method = luaL_checkstring(L, 2);
     const char *url = luaL_checkstring(L, 3);
-    size_t bl = 0, nh, i;
-    const char *body;
     const char *hdrs[32];
-    long tmo, ctmo;
+    size_t bl = 0, nh = check_headers(L, 4, hdrs);
+    const char *body = luaL_optlstring(L, 5, NULL, &bl);
+    long tmo = (long)luaL_optnumber(L, 6, 0);
+    long ctmo = (long)luaL_optnumber(L, 7, 0);
     wx_response r;
-    luaL_checktype(L, 4, LUA_TTABLE);
-    body = luaL_optlstring(L, 5, NULL, &bl);
-    tmo = (long)luaL_optnumber(L, 6, 0);
-    ctmo = (long)luaL_optnumber(L, 7, 0);
     if (!u->s) return luaL_error(L, "attempt to use a closed " MT_SESSION);
-    nh = lua_rawlen(L, 4);
-    luaL_argcheck(L, nh <= 32, 4, "at most 32 headers");
-    for (i = 0; i < nh; i++) {
-        size_t hl;
-        lua_rawgeti(L, 4, (int)i + 1);
-        if (lua_type(L, -1) != LUA_TSTRING)
-            return luaL_argerror(L, 4, "headers must be strings");
-        hdrs[i] = lua_tolstring(L, -1, &hl);
-        if ( memchr(hdrs[i], '\n', hl) || memchr(hdrs[i], '\r', hl) ||
-            strlen(hdrs[i]) != hl)
-            return luaL_argerror(L, 4, "headers must be strings without CR, LF or NUL");
-        lua_pop(L, 1); /* still referenced by the table */
-    }
     wx_session_perform(u->s, method, url, hdrs, nh, body, bl, tmo, ctmo, &r);
-    if (r.err != WX_HTTP_OK) {
-        lua_pushnil(L);
-        lua_pushstring(L, http_codes[r.err]);
-        lua_pushstring(L, r.errmsg);
-        lua_pushboolean(L, r.sent);
-        wx_response_free(&r);
-        return 4;
-    }
-    lua_pushinteger(L, (lua_Integer)r.status);
+    return push_response(L, &r);
+}
+
+/* ---- multi ------------------------------------------------------------------ */
+
+static lmulti *check_multi(lua_State *L)
+{
+    lmulti *u = luaL_checkudata(L, 1, MT_MULTI);
+    if (!u->m) luaL_error(L, "attempt to use a closed " MT_MULTI);
+    return u;
+}
+
+/* multi:add(id, method, url, headers, body?, timeout_ms?, connect_timeout_ms?) -> true | nil, err */
+static int l_multi_add(lua_State *L)
+{
+    lmulti *u = check_multi(L);
+    long id = (long)luaL_checkinteger(L, 2);
+    const char *method = luaL_checkstring(L, 3);
+    const char *url = luaL_checkstring(L, 4);
+    const char *hdrs[32];
+    size_t bl = 0, nh = check_headers(L, 5, hdrs);
+    const char *body = luaL_optlstring(L, 6, NULL, &bl);
+    long tmo = (long)luaL_optnumber(L, 7, 0);
+    long ctmo = (long)luaL_optnumber(L, 8, 0);
+    const char *err = NULL;
+    if (wx_multi_add(u->m, id, method, url, hdrs, nh, body, bl, tmo, ctmo, &err))
+        return push_fail(L, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* multi:run(timeout_ms?) -> list of {id, status, headers, body} | {id, code, message, sent} */
+static int l_multi_run(lua_State *L)
+{
+    lmulti *u = check_multi(L);
+    long tmo = (long)luaL_optnumber(L, 2, 0);
+    long id;
+    wx_response r;
+    int n = 0;
+    wx_multi_run(u->m, tmo);
     lua_newtable(L);
-    {
-        size_t p = 0;
-        while (p < r.headers.len) {
-            const char *name = r.headers.data + p;
-            size_t n = strlen(name);
-            const char *val = name + n + 1;
-            size_t vn = strlen(val);
-            lua_pushlstring(L, name, n);
-            lua_pushvalue(L, -1);
-            lua_rawget(L, -3);
-            if (lua_isnil(L, -1)) {        /* first one wins */
-                lua_pop(L, 1);
-                lua_pushlstring(L, val, vn);
-                lua_rawset(L, -3);
-            } else {
-                lua_pop(L, 2);
-            }
-            p += n + 1 + vn + 1;
+    while (wx_multi_next(u->m, &id, &r)) {
+        int k = push_response(L, &r), first = lua_gettop(L) - k + 1;
+        lua_createtable(L, 0, 5);
+        lua_pushinteger(L, (lua_Integer)id);
+        lua_setfield(L, -2, "id");
+        if (k == 3) {
+            lua_pushvalue(L, first); lua_setfield(L, -2, "status");
+            lua_pushvalue(L, first + 1); lua_setfield(L, -2, "headers");
+            lua_pushvalue(L, first + 2); lua_setfield(L, -2, "body");
+        } else {
+            lua_pushvalue(L, first + 1); lua_setfield(L, -2, "code");
+            lua_pushvalue(L, first + 2); lua_setfield(L, -2, "message");
+            lua_pushvalue(L, first + 3); lua_setfield(L, -2, "sent");
         }
+        lua_rawseti(L, first - 1, ++n);
+        lua_settop(L, first - 1);
     }
-    lua_pushlstring(L, r.body.data ? r.body.data : "", r.body.len);
-    wx_response_free(&r);
-    return 3;
+    return 1;
+}
+
+static int l_multi_active(lua_State *L)
+{
+    lmulti *u = check_multi(L);
+    lua_pushinteger(L, wx_multi_active(u->m));
+    lua_pushinteger(L, wx_multi_capacity(u->m));
+    return 2;
+}
+
+static int l_multi_close(lua_State *L)
+{
+    lmulti *u = luaL_checkudata(L, 1, MT_MULTI);
+    if (u->m) {
+        wx_multi_free(u->m);
+        u->m = NULL;
+    }
+    return 0;
+}
+
+static int l_multi_tostring(lua_State *L)
+{
+    lmulti *u = luaL_checkudata(L, 1, MT_MULTI);
+    if (u->m)
+        lua_pushfstring(L, MT_MULTI "{active=%d, capacity=%d}", wx_multi_active(u->m),
+                        wx_multi_capacity(u->m));
+    else
+        lua_pushliteral(L, MT_MULTI "{closed}");
+    return 1;
 }
 
 static int l_session_close(lua_State *L)
@@ -526,6 +651,11 @@ __attribute__((visibility("default"))) int luaopen_wxpay_core(lua_State *L)
     static const luaL_Reg session_methods[] = {
         {"request", l_session_request},
         {NULL, NULL}};
+    static const luaL_Reg multi_methods[] = {
+        {"add", l_multi_add},
+        {"run", l_multi_run},
+        {"active", l_multi_active},
+        {NULL, NULL}};
     static const luaL_Reg funcs[] = {
         {"load_private_key", l_load_private_key},
         {"load_public_key", l_load_public_key},
@@ -535,6 +665,7 @@ __attribute__((visibility("default"))) int luaopen_wxpay_core(lua_State *L)
         {"b64decode", l_b64decode},
         {"aes_gcm_decrypt", l_aes_gcm_decrypt},
         {"session", l_session},
+        {"multi", l_multi},
         {"time", l_time},
         {"monotonic_ms", l_monotonic_ms},
         {"sleep_ms", l_sleep_ms},
@@ -545,6 +676,7 @@ __attribute__((visibility("default"))) int luaopen_wxpay_core(lua_State *L)
     new_class(L, MT_PRIVKEY, priv_methods, l_priv_close, l_priv_tostring);
     new_class(L, MT_PUBKEY, pub_methods, l_pub_close, l_pub_tostring);
     new_class(L, MT_SESSION, session_methods, l_session_close, l_session_tostring);
+    new_class(L, MT_MULTI, multi_methods, l_multi_close, l_multi_tostring);
     luaL_newlib(L, funcs);
     lua_pushliteral(L, WX_VERSION);
     lua_setfield(L, -2, "_VERSION");

@@ -53,8 +53,10 @@ local OPTIONS = {
 
 local function check_url(u, what)
   if type(u) ~= "string" then return nil, what .. " must be a string" end
-  local host = u:match("^https://([%w%.%-]+)(:?%d*)/?$") or u:match("^https://(%[[%x:]+%])(:?%d*)/?$")
-  if not host then
+  local host, port = u:match("^https://([%w%.%-]+)(:?%d*)/?$")
+  if not host then host, port = u:match("^https://(%[[%x:]+%])(:?%d*)/?$") end
+  local pn = port and tonumber(port:sub(2))
+  if not host or (port ~= "" and not (pn and pn >= 1 and pn <= 65535)) then
     if u:match("^http://") then return nil, what .. " must use https (TLS is never switched off)" end
     return nil, what .. " must look like https://host[:port], got " .. util.show(u)
   end
@@ -154,9 +156,11 @@ local function validate(opts)
   o.connect_timeout_ms = opts.connect_timeout_ms or 3000
   o.max_body = opts.max_body_bytes or 1024 * 1024
   if opts.ca_file then
-    local f = io.open(opts.ca_file, "rb")
-    if not f then return util.config_error("ca_file is not readable: " .. opts.ca_file) end
-    f:close()
+    local pem = util.read_file(opts.ca_file)
+    if not pem then return util.config_error("ca_file is not readable: " .. util.show(opts.ca_file)) end
+    if not pem:find("-----BEGIN CERTIFICATE-----", 1, true) then
+      return util.config_error("ca_file holds no PEM certificate: " .. util.show(opts.ca_file))
+    end
     o.ca_file = opts.ca_file
   end
   local tr = opts.transport or "auto"
@@ -265,6 +269,7 @@ end
 -- The transport for this call: chosen per call, so one client serves both
 -- nginx request handlers (cosockets) and init/timer-less code (libcurl).
 function Client:_transport()
+  if self._batch then return self._batch.request end -- inside revoke_many's scheduler
   local tr = self.transport
   if type(tr) == "function" then return tr end
   local use_cosocket
@@ -273,7 +278,8 @@ function Client:_transport()
   elseif tr == "curl" then
     if not self._warned_curl and transport.cosocket_phase() then
       self._warned_curl = true
-      self:_log("warn", "libcurl forced inside an nginx request: it blocks the worker", {})
+      local msg = "libcurl forced inside an nginx request: it blocks the worker"
+      if self.logger then self:_log("warn", msg, {}) else transport.ngx_warn(msg) end
     end
   else
     use_cosocket = transport.cosocket_phase()
@@ -294,6 +300,12 @@ function Client:_transport()
     }
   end
   return self._curl.request
+end
+
+-- Waits without burning CPU (ngx.sleep in nginx, a yield inside revoke_many).
+function Client:_sleep(ms)
+  if self._batch then return self._batch.sleep_ms(ms) end
+  return transport.sleep_ms(ms)
 end
 
 local CONNECT_LEVEL = { NETWORK_ERROR = true, TIMEOUT = true, TLS_ERROR = true }
@@ -608,8 +620,10 @@ function Client:request(args)
   end
   method = method:upper()
   if type(path) ~= "string" then util.raise("request path must be a string") end
-  if not path:match("^/v3/[%w%-%._~!$&'()*+,;=:@/%%]*$") then
-    return util.invalid("path must start with /v3/ and hold only URL path characters, got " .. util.show(path))
+  if not path:match("^/v3/[%w%-%._~!$&'()*+,;=:@/%%]*$") or not util.valid_pct(path)
+    or util.has_dot_segment(path) then
+    return util.invalid("path must start with /v3/ and hold only URL path characters "
+      .. "(no . or .. segments), got " .. util.show(path))
   end
   local target = path
   if query ~= nil then
@@ -618,6 +632,10 @@ function Client:request(args)
       qs = util.encode_query(query)
     elseif type(query) == "string" then
       if query:find("[%s#%c]") then return util.invalid("query must not hold spaces, '#' or control bytes") end
+      if not query:match("^[%w%-%._~!$&'()*+,;=:@/?%%]*$") or not util.valid_pct(query) then
+        return util.invalid("query must hold only URL query characters (percent-encode the rest), got "
+          .. util.show(query))
+      end
       qs = query:gsub("^%?", "")
     else
       util.raise("request query must be a table or a string")
@@ -703,7 +721,7 @@ function Client:cancel(args)
           .. "which is past deadline_ms"):format(MIN_AGE)))
       end
       self:_log("info", "waiting before revoke (15 s after payment)", { ms = wait })
-      transport.sleep_ms(wait)
+      self:_sleep(wait)
     end
   end
 
@@ -751,13 +769,59 @@ function Client:cancel(args)
     backoff = math.min(backoff * 2, 8000)
     if monotonic_ms() + pause >= deadline then break end
     self:_log("info", "retrying revoke", { after_ms = pause, attempt = attempts + 1 })
-    transport.sleep_ms(pause)
+    self:_sleep(pause)
   end
   last_err = last_err or errors.new(errors.TIMEOUT, "deadline_ms passed before the order was final")
   if last_err.code ~= errors.TIMEOUT then
     last_err.message = last_err.message .. " (deadline_ms passed)"
   end
   return fail(last_err)
+end
+
+-------------------------------------------------------------------------------
+-- revoke_many: many orders at once
+-------------------------------------------------------------------------------
+
+--- client:revoke_many(list, {concurrency = 16, cancel = false, progress = fn})
+-- -> results in input order: true (or "REVOKED"/"CLOSED" with cancel) or the error.
+-- Every item is validated before anything is sent; an invalid one gets its
+-- INVALID_ARGUMENT error and the others still run.
+function Client:revoke_many(list, opts)
+  if type(list) ~= "table" then util.raise("client:revoke_many expects a list of call tables") end
+  if opts ~= nil and type(opts) ~= "table" then util.raise("revoke_many options must be a table") end
+  opts = opts or {}
+  util.check_fields(opts, { concurrency = true, cancel = true, progress = true }, "revoke_many options", 2)
+  local c = opts.concurrency or 16
+  if type(c) ~= "number" or c < 1 or c > 64 or c % 1 ~= 0 then
+    util.raise("concurrency must be a whole number from 1 to 64")
+  end
+  if opts.progress ~= nil and type(opts.progress) ~= "function" then util.raise("progress must be a function") end
+  check_open(self)
+  local jobs = {}
+  for i, item in ipairs(list) do
+    if type(item) ~= "table" then util.raise(("revoke_many item %d must be a table"):format(i)) end
+    if opts.cancel then
+      local kind, err = self:_order_args(item, "cancel", { transaction_id = true, out_trade_no = true,
+        sub_mchid = true, paid_at = true, deadline_ms = true })
+      jobs[i] = kind and { call = item } or { err = err }
+    else
+      local kind, id, sub = self:_order_args(item, "revoke")
+      jobs[i] = kind and { kind = kind, id = id, sub = sub } or { err = id }
+    end
+  end
+  local ok, kerr = self:_ensure_keys()
+  if not ok then
+    local out = {}
+    for i, j in ipairs(jobs) do out[i] = j.err or kerr end
+    return out
+  end
+  local one
+  if opts.cancel then
+    one = function(j) if j.err then return nil, j.err end return self:cancel(j.call) end
+  else
+    one = function(j) if j.err then return nil, j.err end return self:_revoke(j.kind, j.id, j.sub) end
+  end
+  return require("wxpay.batch").run(self, jobs, { concurrency = c, progress = opts.progress }, one)
 end
 
 -------------------------------------------------------------------------------
@@ -771,6 +835,8 @@ function Client:close()
   s.key = nil
   s.apiv3_key = nil
   if self._curl then self._curl.close() end
+  if self._multi then self._multi:close() end
+  self._multi = nil
   if self._cosocket and self._cosocket.close then self._cosocket.close() end
   self._curl, self._cosocket = nil, nil
   self.keys:close()

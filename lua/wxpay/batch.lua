@@ -1,0 +1,151 @@
+--- client:revoke_many: many orders at once.
+--
+-- Each item runs the ordinary single-call code (the same signing and
+-- verification) in a worker; `concurrency` workers share the list.
+-- * In an nginx request context the workers are ngx.thread light threads on
+--   cosockets.
+-- * Elsewhere they are coroutines whose HTTP requests and waits yield to a
+--   small scheduler driving one libcurl multi handle (one connection cache);
+--   C never calls back into Lua.
+-- * With a user transport function the items run one after another.
+local core = require "wxpay.core"
+local transport = require "wxpay.transport"
+
+local M = {}
+
+local yield = coroutine.yield
+
+-- The transport and sleep the client uses inside a scheduler coroutine.
+local batch_hooks = {
+  request = function(req) return yield("http", req) end,
+  sleep_ms = function(ms) return yield("sleep", ms) end,
+}
+
+local function header_list(headers)
+  local list, n = {}, 0
+  for k, v in pairs(headers) do
+    n = n + 1
+    list[n] = k .. ": " .. v
+  end
+  return list
+end
+
+-- Runs `workers` coroutines of `worker` over one multi handle until all end.
+local function run_with_multi(client, multi, workers, worker)
+  local by_id, next_id = {}, 0
+  local sleepers = {}
+  local failure
+
+  local function step(co, ...)
+    local ok, what, arg = coroutine.resume(co, ...)
+    if not ok then
+      failure = failure or what
+      return
+    end
+    if coroutine.status(co) == "dead" then return end
+    if what == "http" then
+      next_id = next_id + 1
+      local added, aerr = multi:add(next_id, arg.method, arg.url, header_list(arg.headers), arg.body,
+        arg.timeout_ms, arg.connect_timeout_ms)
+      if added then
+        by_id[next_id] = co
+      else
+        return step(co, nil, { code = "NETWORK_ERROR", message = tostring(aerr), sent = false })
+      end
+    elseif what == "sleep" then
+      sleepers[#sleepers + 1] = { co = co, at = core.monotonic_ms() + arg }
+    else
+      failure = failure or "wxpay: unexpected yield inside revoke_many: " .. tostring(what)
+    end
+  end
+
+  client._batch = batch_hooks
+  for _ = 1, workers do step(coroutine.create(worker)) end
+  while not failure do
+    local active = multi:active()
+    if active == 0 and #sleepers == 0 then break end
+    -- the nearest wake-up
+    local now, soonest, si = core.monotonic_ms(), nil, nil
+    for i, s in ipairs(sleepers) do
+      if not soonest or s.at < soonest then soonest, si = s.at, i end
+    end
+    if soonest and soonest <= now then
+      local s = table.remove(sleepers, si)
+      step(s.co)
+    elseif active == 0 then
+      core.sleep_ms(soonest - now)
+    else
+      local wait = soonest and math.max(1, math.ceil(soonest - now)) or 0
+      for _, r in ipairs(multi:run(wait)) do
+        local co = by_id[r.id]
+        by_id[r.id] = nil
+        if r.status then
+          step(co, { status = r.status, headers = r.headers, body = r.body })
+        else
+          step(co, nil, { code = r.code, message = r.message, sent = r.sent })
+        end
+      end
+    end
+  end
+  client._batch = nil
+  if failure then error(failure, 0) end
+end
+
+local function run_with_threads(workers, worker)
+  local ngx = rawget(_G, "ngx")
+  local threads = {}
+  for i = 1, workers do threads[i] = ngx.thread.spawn(worker) end
+  for i = 1, workers do
+    local ok, err = ngx.thread.wait(threads[i])
+    if not ok then error(err, 0) end
+  end
+end
+
+--- Runs one(item) for every item, `concurrency` at a time; returns the results
+-- in input order and calls progress(done, total, index, result) as they end.
+function M.run(client, list, opts, one)
+  local n = #list
+  local results = {}
+  local concurrency = opts.concurrency or 16
+  local progress = opts.progress
+  local done, next_i = 0, 0
+
+  local function worker()
+    while true do
+      next_i = next_i + 1
+      local i = next_i
+      if i > n then return end
+      local res, err = one(list[i])
+      if res == nil then res = err end
+      results[i] = res
+      done = done + 1
+      if progress then progress(done, n, i, res) end
+    end
+  end
+
+  local workers = math.min(concurrency, n)
+  if workers == 0 then return results end
+  local tr = client.transport
+  if type(tr) == "function" then
+    worker()
+  elseif tr == "cosocket" or (tr == "auto" and transport.cosocket_phase()) then
+    run_with_threads(workers, worker)
+  else
+    local multi = client._multi
+    if not multi or client._multi_size ~= concurrency then
+      if multi then multi:close() end
+      local err
+      multi, err = core.multi {
+        ca_file = client.ca_file, timeout_ms = client.timeout_ms,
+        connect_timeout_ms = client.connect_timeout_ms, max_body = client.max_body,
+        max_parallel = concurrency, max_idle_s = 7,
+      }
+      if not multi then error("wxpay: cannot start the batch: " .. tostring(err), 0) end
+      client._multi, client._multi_size = multi, concurrency
+    end
+    run_with_multi(client, multi, workers, worker)
+  end
+  return results
+end
+
+return M
