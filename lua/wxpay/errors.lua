@@ -88,18 +88,21 @@ for code in pairs(INFO) do M[code] = code end
 function M.info(code)
   local i = INFO[code]
   if not i then
-    return setmetatable({ description = "Unknown code " .. tostring(code),
+    return setmetatable({ code = code, description = "Unknown code " .. tostring(code),
       action = "See the WeChat Pay documentation for this code.", retryable = false },
       M.info_mt)
   end
-  return setmetatable({ description = i.description, action = i.action,
+  return setmetatable({ code = code, description = i.description, action = i.action,
     retryable = i.retryable == true }, M.info_mt)
 end
 
 M.info_mt = {
   __name = "wxpay.ErrorInfo",
   __tostring = function(i)
-    return i.description .. ". " .. i.action .. (i.retryable and " (retryable)" or "")
+    -- one readable line (the REPL prints with tostring): "CODE: description. Advice: action"
+    local d = tostring(i.description):gsub("[%.%s]+$", "")
+    return (i.code ~= nil and (tostring(i.code) .. ": ") or "") .. d .. ". Advice: "
+      .. tostring(i.action) .. (i.retryable and " (retryable)" or "")
   end,
 }
 

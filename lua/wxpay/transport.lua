@@ -26,6 +26,12 @@ function M.in_nginx()
   return type(ngx) == "table" and ngx.get_phase ~= nil
 end
 
+--- A warning in nginx's error log (no-op outside nginx).
+function M.ngx_warn(msg)
+  local ngx = rawget(_G, "ngx")
+  if type(ngx) == "table" and ngx.log and ngx.WARN then ngx.log(ngx.WARN, "wxpay: ", msg) end
+end
+
 --- Sleeps without burning CPU: ngx.sleep where it yields, nanosleep elsewhere.
 function M.sleep_ms(ms)
   if ms <= 0 then return end

@@ -40,6 +40,21 @@ function M.encode_segment(s)
   return (s:gsub("[^%w%-%._~!$&'()*+,;=:@]", pct))
 end
 
+--- True when every "%" in s starts a %XX escape.
+function M.valid_pct(s)
+  return not s:gsub("%%%x%x", ""):find("%", 1, true)
+end
+
+--- True when a path holds a "." or ".." segment (plain or percent-encoded),
+-- which libcurl or the server would squash after we signed the raw path.
+function M.has_dot_segment(path)
+  for seg in path:gmatch("[^/]+") do
+    local d = seg:gsub("%%2[Ee]", ".")
+    if d == "." or d == ".." then return true end
+  end
+  return false
+end
+
 --- Query string from a table, in sorted key order (deterministic bytes).
 function M.encode_query(q)
   local keys = {}
@@ -98,6 +113,8 @@ end
 
 --- Reads a whole file; nil, reason when it cannot.
 function M.read_file(path)
+  -- io.open would silently open the name cut at the first NUL
+  if path:find("\0", 1, true) then return nil, "the path holds a NUL byte" end
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
   local data, rerr = f:read("*a")
