@@ -66,7 +66,7 @@ deps:
 	fi
 
 lint: deps
-	luacheck -q lua spec examples sandbox bin
+	luacheck -q lua spec examples bin/wxpay
 
 test: deps
 	@$(MAKE) --no-print-directory build LUA=lua5.4

@@ -4,8 +4,8 @@
 local cjson = require "cjson"
 local wxpay = require "wxpay"
 
-local path = assert(os.getenv("WXPAY_SANDBOX"), "run me through make demo")
-local f = assert(io.open(path))
+local sandbox_json = assert(os.getenv("WXPAY_SANDBOX"), "run me through make demo")
+local f = assert(io.open(sandbox_json))
 local sb = cjson.decode(f:read("*a"))
 f:close()
 
