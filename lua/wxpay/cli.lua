@@ -220,10 +220,6 @@ local function sh(cmd)
   return out, ok and (code == nil or code == 0)
 end
 
-local function dirname(path)
-  return path:match("^(.*)/[^/]*$") or "."
-end
-
 -- 100.0 (cjson decodes every number as a float) prints as 100
 local function num(v)
   if type(v) == "number" and v % 1 == 0 and v > -2 ^ 53 and v < 2 ^ 53 then return ("%d"):format(v) end
@@ -401,43 +397,10 @@ end
 -- Configuration: file < environment < flags
 -------------------------------------------------------------------------------
 
---- Loads a JSON or Lua config file like wxpay.new(path) does: relative paths
--- inside it are relative to the file.
+--- Loads a JSON or Lua config file exactly as wxpay.new(path) does (relative
+-- paths inside it are relative to the file).
 function M.load_config_file(path)
-  local text, err = read_file(path)
-  if not text then return nil, "cannot read the config file: " .. tostring(err) end
-  local cfg
-  if text:match("^%s*{") then
-    cfg = cjson.decode(text)
-    if type(cfg) ~= "table" then return nil, "the config file " .. path .. " is not valid JSON" end
-  else
-    local chunk, lerr
-    if rawget(_G, "setfenv") then
-      chunk, lerr = rawget(_G, "loadstring")(text, "=" .. path)
-      if chunk then rawget(_G, "setfenv")(chunk, {}) end
-    else
-      chunk, lerr = load(text, "=" .. path, "t", {})
-    end
-    if not chunk then return nil, "the config file is neither JSON nor valid Lua: " .. tostring(lerr) end
-    local ok, res = pcall(chunk)
-    if not ok or type(res) ~= "table" then
-      return nil, "the config file " .. path .. " must return a table"
-    end
-    cfg = res
-  end
-  local dir = dirname(path)
-  local function rel(p)
-    if type(p) == "string" and not is_pem(p) and p:sub(1, 1) ~= "/" then return dir .. "/" .. p end
-    return p
-  end
-  cfg.private_key = rel(cfg.private_key)
-  cfg.public_key = rel(cfg.public_key)
-  cfg.ca_file = rel(cfg.ca_file)
-  if type(cfg.platform_certs) == "string" then cfg.platform_certs = { cfg.platform_certs } end
-  if type(cfg.platform_certs) == "table" then
-    for i, p in ipairs(cfg.platform_certs) do cfg.platform_certs[i] = rel(p) end
-  end
-  return cfg
+  return require("wxpay.util").load_config(path)
 end
 
 local function default_config_path(getenv)

@@ -127,7 +127,8 @@ function Error.__tostring(e)
   if #extra > 0 then parts[#parts + 1] = " (" .. table.concat(extra, ", ") .. ")" end
   local i = INFO[e.code]
   if i then parts[#parts + 1] = " - " .. i.action end
-  return table.concat(parts)
+  -- one line, whatever an answer's message held (CR/LF, escapes, NUL)
+  return (table.concat(parts):gsub("%c", " "))
 end
 
 function Error.__concat(a, b)

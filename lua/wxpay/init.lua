@@ -15,6 +15,7 @@ local transport = require "wxpay.transport"
 local M = {
   _VERSION = core._VERSION,
   errors = errors,
+  load_config = util.load_config, -- the options table a config file holds
 }
 
 local DEFAULT_BASE_URL = "https://apihk.mch.weixin.qq.com"
@@ -61,46 +62,6 @@ local function check_url(u, what)
     return nil, what .. " must look like https://host[:port], got " .. util.show(u)
   end
   return (u:gsub("/$", ""))
-end
-
-local function load_config_file(path)
-  local text, err = util.read_file(path)
-  if not text then return nil, "cannot read the config file: " .. tostring(err) end
-  local cfg
-  if text:match("^%s*{") then
-    cfg = util.json_decode(text)
-    if type(cfg) ~= "table" then return nil, "the config file " .. path .. " is not valid JSON" end
-  else
-    local chunk, lerr
-    local setfenv = rawget(_G, "setfenv")
-    if setfenv then  -- Lua 5.1 / LuaJIT
-      chunk, lerr = rawget(_G, "loadstring")(text, "=" .. path)
-      if chunk then setfenv(chunk, {}) end
-    else
-      chunk, lerr = load(text, "=" .. path, "t", {})
-    end
-    if not chunk then return nil, "the config file is not valid Lua: " .. tostring(lerr) end
-    local ok, res = pcall(chunk)
-    if not ok or type(res) ~= "table" then
-      return nil, "the config file " .. path .. " must return a table"
-    end
-    cfg = res
-  end
-  -- paths inside the file are relative to the file
-  local dir = util.dirname(path)
-  local function rel(p)
-    if type(p) == "string" and not p:find("-----BEGIN", 1, true) and p:sub(1, 1) ~= "/" then
-      return dir .. "/" .. p
-    end
-    return p
-  end
-  cfg.private_key = rel(cfg.private_key)
-  cfg.public_key = rel(cfg.public_key)
-  cfg.ca_file = rel(cfg.ca_file)
-  if type(cfg.platform_certs) == "table" then
-    for i, p in ipairs(cfg.platform_certs) do cfg.platform_certs[i] = rel(p) end
-  end
-  return cfg
 end
 
 local function validate(opts)
@@ -156,8 +117,8 @@ local function validate(opts)
   o.connect_timeout_ms = opts.connect_timeout_ms or 3000
   o.max_body = opts.max_body_bytes or 1024 * 1024
   if opts.ca_file then
-    local pem = util.read_file(opts.ca_file)
-    if not pem then return util.config_error("ca_file is not readable: " .. util.show(opts.ca_file)) end
+    local pem, rerr = util.read_file(opts.ca_file)
+    if not pem then return util.config_error("ca_file is not readable: " .. rerr) end
     if not pem:find("-----BEGIN CERTIFICATE-----", 1, true) then
       return util.config_error("ca_file holds no PEM certificate: " .. util.show(opts.ca_file))
     end
@@ -204,7 +165,7 @@ end
 --- wxpay.new(opts | config_path) -> client | nil, err
 function M.new(opts)
   if type(opts) == "string" then
-    local cfg, err = load_config_file(opts)
+    local cfg, err = util.load_config(opts)
     if not cfg then return util.config_error(err) end
     opts = cfg
   elseif type(opts) ~= "table" then
@@ -483,9 +444,11 @@ function Client:_ensure_keys()
   return nil, err
 end
 
--- An error object from a non-2xx answer (verified when signed).
-function Client:_error_from(r)
-  local verified, why = self:_verify(r)
+-- An error object from an answer that is not the expected one (verified
+-- when signed; `verified` is passed when the caller already checked).
+function Client:_error_from(r, verified)
+  local why = "its signature was checked already"
+  if verified == nil then verified, why = self:_verify(r) end
   local data = util.json_decode(r.body)
   local rid = r.headers["request-id"]
   local code, message, detail
@@ -569,11 +532,19 @@ function Client:_query_target(kind, id, sub)
   return path .. "?sp_mchid=" .. util.urlencode(self.sp_mchid) .. "&sub_mchid=" .. util.urlencode(sub)
 end
 
+-- A verified 2xx that is not the expected answer but carries a WeChat error
+-- code (e.g. 202 {"code":"USERPAYING"}): key on the code, not the status.
+local function coded_answer(r)
+  local data = util.json_decode(r.body)
+  return type(data) == "table" and type(data.code) == "string" and data.code ~= ""
+end
+
 function Client:_revoke(kind, id, sub, opt)
   local target, body = self:_revoke_request(kind, id, sub)
   local r, err = self:_call("POST", target, body, opt)
   if not r then return nil, err end
   if r.status ~= 204 then
+    if coded_answer(r) then return self:_error_from(r, true) end
     return nil, errors.new(errors.BAD_RESPONSE,
       ("revoke answered HTTP %d, expected 204"):format(r.status),
       { status = r.status, request_id = r.headers["request-id"] })
@@ -585,6 +556,7 @@ function Client:_query(kind, id, sub, opt)
   local r, err = self:_call("GET", self:_query_target(kind, id, sub), "", opt)
   if not r then return nil, err end
   local order = util.json_decode(r.body)
+  if r.status ~= 200 and coded_answer(r) then return self:_error_from(r, true) end
   if r.status ~= 200 or type(order) ~= "table" then
     return nil, errors.new(errors.BAD_RESPONSE, "the order query answer is not a JSON object",
       { status = r.status, request_id = r.headers["request-id"] })

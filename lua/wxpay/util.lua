@@ -111,15 +111,28 @@ function M.is_digits(s, max)
   return type(s) == "string" and #s >= 1 and #s <= (max or 32) and not s:find("[^0-9]")
 end
 
---- Reads a whole file; nil, reason when it cannot.
+--- A file name for a message: shown only when it looks like one (has a "/"
+-- or "."), since a "path" may be key material given without its PEM armour
+-- (a base64 body, an APIv3 key) that io.open's message would echo whole.
+function M.show_path(path)
+  if path:find("[/.]") then return M.show(path) end
+  return ("a %d-byte name"):format(#path)
+end
+
+--- Reads a whole file; nil, reason when it cannot (the path is shown only
+-- through M.show_path).
 function M.read_file(path)
   -- io.open would silently open the name cut at the first NUL
-  if path:find("\0", 1, true) then return nil, "the path holds a NUL byte" end
+  if path:find("\0", 1, true) then return nil, M.show_path(path) .. ": the path holds a NUL byte" end
   local f, err = io.open(path, "rb")
-  if not f then return nil, err end
+  if not f then
+    err = tostring(err)
+    if err:sub(1, #path + 2) == path .. ": " then err = err:sub(#path + 3) end
+    return nil, M.show_path(path) .. ": " .. err
+  end
   local data, rerr = f:read("*a")
   f:close()
-  if not data then return nil, rerr end
+  if not data then return nil, M.show_path(path) .. ": " .. tostring(rerr) end
   return data
 end
 
@@ -137,6 +150,50 @@ end
 
 function M.iso8601(t)
   return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t))
+end
+
+--- Options from a config file: JSON (text starting with "{") or Lua returning
+-- a table, evaluated with no globals.  Paths inside are relative to the file.
+function M.load_config(path)
+  local text, err = M.read_file(path)
+  if not text then return nil, "cannot read the config file: " .. tostring(err) end
+  local cfg
+  if text:match("^%s*{") then
+    cfg = M.json_decode(text)
+    if type(cfg) ~= "table" then return nil, "the config file " .. path .. " is not valid JSON" end
+  else
+    local chunk, lerr
+    local setfenv = rawget(_G, "setfenv")
+    if setfenv then  -- Lua 5.1 / LuaJIT
+      chunk, lerr = rawget(_G, "loadstring")(text, "=" .. path)
+      if chunk then setfenv(chunk, {}) end
+    else
+      chunk, lerr = load(text, "=" .. path, "t", {})
+    end
+    -- drop Lua's "near '<token>'": the token may be an inline PEM key
+    if not chunk then return nil, "the config file is not valid Lua: " .. (tostring(lerr):gsub(" near .*$", "")) end
+    local ok, res = pcall(chunk)
+    if not ok or type(res) ~= "table" then
+      return nil, "the config file " .. path .. " must return a table"
+    end
+    cfg = res
+  end
+  -- paths inside the file are relative to the file
+  local dir = M.dirname(path)
+  local function rel(p)
+    if type(p) == "string" and not p:find("-----BEGIN", 1, true) and p:sub(1, 1) ~= "/" then
+      return dir .. "/" .. p
+    end
+    return p
+  end
+  cfg.private_key = rel(cfg.private_key)
+  cfg.public_key = rel(cfg.public_key)
+  cfg.ca_file = rel(cfg.ca_file)
+  if type(cfg.platform_certs) == "string" then cfg.platform_certs = { cfg.platform_certs } end
+  if type(cfg.platform_certs) == "table" then
+    for i, p in ipairs(cfg.platform_certs) do cfg.platform_certs[i] = rel(p) end
+  end
+  return cfg
 end
 
 return M
