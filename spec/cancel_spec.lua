@@ -125,6 +125,16 @@ describe("cancel", function()
     assert.equal(before, sb:stats().requests)
   end)
 
+  it("paid_at in the future (e.g. milliseconds) is INVALID_ARGUMENT, nothing sent", function()
+    local c = sb:client()
+    local before = sb:stats().requests
+    local state, err = c:cancel { out_trade_no = "FUT1", paid_at = os.time() * 1000 }
+    assert.is_nil(state)
+    assert.equal("INVALID_ARGUMENT", err.code)
+    assert.equal(0, err.attempts)
+    assert.equal(before, sb:stats().requests)
+  end)
+
   it("a deadline too short for the 15 s rule sends nothing", function()
     local c = sb:client()
     local before = sb:stats().requests

@@ -84,6 +84,9 @@ end
 local function check_error(res, err, what, code, row)
   assert.is_nil(res, what .. " returned a result on a spoiled answer")
   assert.is_true(errors.is(err), "not a wxpay error object")
+  -- cancel keeps retrying a retryable failure until deadline_ms: on a slow
+  -- machine (valgrind) the deadline may end the last attempt itself
+  if what == "cancel" and err.code == "TIMEOUT" and RETRYABLE[code] then code = "TIMEOUT" end
   assert.equal(code, err.code, tostring(err))
   assert.is_string(err.message)
   assert.is_string(tostring(err))

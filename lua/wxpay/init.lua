@@ -658,6 +658,7 @@ local GIVE_UP = { TRADE_ERROR = true, REVERSE_EXPIRE = true, INVALID_TRANSACTION
   TLS_ERROR = true }
 local SEVEN_DAYS = 7 * 86400
 local MIN_AGE = 15
+local MIN_ATTEMPT_MS = 50
 
 --- client:cancel{…, paid_at=?, deadline_ms=?} -> "REVOKED" | "CLOSED", info | nil, err
 function Client:cancel(args)
@@ -682,6 +683,10 @@ function Client:cancel(args)
 
   if paid_at then
     local age = now() - paid_at
+    if age < -CLOCK_SKEW then
+      return fail(errors.new(errors.INVALID_ARGUMENT, "paid_at is in the future (it is the Unix time "
+        .. "in seconds of the payment call); nothing was sent"))
+    end
     if age > SEVEN_DAYS then
       return fail(errors.new(errors.REVERSE_EXPIRE,
         "the payment is more than 7 days old: revoke is no longer possible, use the refund API"))
@@ -701,7 +706,7 @@ function Client:cancel(args)
   local backoff = 500
   while true do
     local left = deadline - monotonic_ms()
-    if left <= 0 then break end
+    if left < MIN_ATTEMPT_MS then break end -- too little time left to be worth a request
     attempts = attempts + 1
     self:_log("info", "revoke attempt", { attempt = attempts, out_trade_no = fields.out_trade_no,
       transaction_id = fields.transaction_id })
