@@ -5,31 +5,9 @@ local B = {}
 
 B.json = cjson
 
---- Reads a whole file, or nil.
-function B.read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local d = f:read("*a")
-  f:close()
-  return d
-end
-
-function B.write(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
-
---- Runs a shell command; returns its output, success and exit code
--- (the code is echoed by the shell: LuaJIT's popen close does not return it).
-function B.sh(cmd)
-  local p = assert(io.popen("{ " .. cmd .. "\n}; echo \"__rc=$?\"", "r"))
-  local out = p:read("*a")
-  p:close()
-  local body, code = out:match("^(.-)__rc=(%d+)\n?$")
-  code = tonumber(code) or -1
-  return body or out, code == 0, code
-end
+-- file and shell helpers shared with the test suite
+local H = require "spec.helpers"
+B.read, B.write, B.sh = H.read, H.write, H.sh
 
 --- Quotes a string for the shell.
 function B.q(s)
