@@ -306,6 +306,48 @@ describe("client", function()
     end)
   end)
 
+  describe("a user's transport function", function()
+    it("gets the signed request and its answer goes through the same verification", function()
+      local inner = require("wxpay.transport").curl { ca_file = sb.cfg.ca_file, timeout_ms = 5000,
+        connect_timeout_ms = 2000 }
+      local seen = {}
+      local c = sb:client { transport = function(req)
+        seen[#seen + 1] = req
+        local res, err = inner.request(req)
+        if not res then return nil, err end
+        local h = {}
+        for k, v in pairs(res.headers) do h[k:upper()] = v end -- any case must do
+        return { status = res.status, headers = h, body = res.body }
+      end }
+      local o = new_order("SUCCESS")
+      assert.is_true(c:revoke { out_trade_no = o.out_trade_no })
+      assert.equal("POST", seen[1].method)
+      assert.equal(sb.cfg.base_url .. "/v3/global/micropay/transactions/out-trade-no/" .. o.out_trade_no
+        .. "/reverse", seen[1].url)
+      assert.matches("^WECHATPAY2%-SHA256%-RSA2048 ", seen[1].headers.Authorization)
+      assert.equal('{"mchid":"' .. sb.cfg.mchid .. '"}', seen[1].body)
+      assert.is_number(seen[1].timeout_ms)
+      assert.equal("NOTPAY", (c:query { out_trade_no = new_order("NOTPAY").out_trade_no }).trade_state)
+      inner.close()
+    end)
+
+    it("a failing transport is NETWORK_ERROR, a forged 204 from it is BAD_SIGNATURE", function()
+      local c = sb:client { transport = function() return nil, "no route to the moon" end }
+      local ok, err = c:revoke { out_trade_no = "T-FN1" }
+      assert.is_nil(ok)
+      assert.equal("NETWORK_ERROR", err.code)
+      assert.matches("no route to the moon", err.message)
+      local forged = sb:client { transport = function() return { status = 204, headers = {}, body = "" } end }
+      ok, err = forged:revoke { out_trade_no = "T-FN2" }
+      assert.is_nil(ok)
+      assert.equal("BAD_SIGNATURE", err.code)
+      local broken = sb:client { transport = function() return { headers = {} } end }
+      ok, err = broken:revoke { out_trade_no = "T-FN3" }
+      assert.is_nil(ok)
+      assert.equal("BAD_RESPONSE", err.code)
+    end)
+  end)
+
   describe("keep-alive", function()
     it("uses one TLS connection for 50 calls", function()
       local c = sb:client()

@@ -5,22 +5,10 @@ local H = {}
 
 H.root = os.getenv("PWD") or "."
 
---- Runs a shell command; returns its output, success (boolean) and exit code.
--- (The exit code is echoed by the shell: LuaJIT's popen close does not return it.)
-local function sh(cmd)
-  local p = assert(io.popen("{ " .. cmd .. "\n}; echo \"__rc=$?\"", "r"))
-  local out = p:read("*a")
-  p:close()
-  local body, code = out:match("^(.-)__rc=(%d+)\n?$")
-  code = tonumber(code) or -1
-  return body or out, code == 0, code
-end
+-- Runs a shell command; returns its output, success (boolean) and exit code
+-- (the CLI's own runner, which works under LuaJIT too).
+local sh = require("wxpay.cli").sh
 H.sh = sh
-
-local function tmpname()
-  local p = os.tmpname()
-  return p
-end
 
 local function read(path)
   local f = io.open(path, "rb")
@@ -45,8 +33,13 @@ function H.sandbox(name, extra_args)
   local dir = H.root .. "/.sandbox-test/" .. name .. (rawget(_G, "jit") and "-jit" or "-54")
   local out, ok = sh(("sandbox/ctl start %s %s 2>&1"):format(dir, extra_args or ""))
   assert(ok, "sandbox did not start: " .. out)
-  local cfg = cjson.decode(assert(read(dir .. "/sandbox.json")))
-  return setmetatable({ dir = dir, cfg = cfg }, Sandbox)
+  return H.attach(dir .. "/sandbox.json")
+end
+
+--- A sandbox someone else started, from its sandbox.json.
+function H.attach(sandbox_json)
+  local cfg = cjson.decode(assert(read(sandbox_json)))
+  return setmetatable({ dir = cfg.dir, cfg = cfg }, Sandbox)
 end
 
 function Sandbox:stop()
@@ -57,7 +50,7 @@ end
 function Sandbox:control(method, path, body)
   local bodyfile, data = "", nil
   if body ~= nil then
-    bodyfile = tmpname()
+    bodyfile = os.tmpname()
     H.write(bodyfile, type(body) == "string" and body or cjson.encode(body))
     data = ("--data-binary @%s -H 'Content-Type: application/json'"):format(bodyfile)
   end

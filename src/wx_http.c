@@ -182,12 +182,23 @@ static int xfer_init(wx_xfer *t, const wx_session_opts *o)
     return 0;
 }
 
-static void xfer_cleanup(wx_xfer *t)
+/* Frees what one request holds (its header list and body copy) and detaches
+ * them from the handle; the handle and its connection stay for the next. */
+static void xfer_release(wx_xfer *t)
 {
+    if (t->easy) {
+        curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, NULL);
+        curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, NULL);
+    }
     curl_slist_free_all(t->list);
     t->list = NULL;
     free(t->body);
     t->body = NULL;
+}
+
+static void xfer_cleanup(wx_xfer *t)
+{
+    xfer_release(t);
     if (t->easy) curl_easy_cleanup(t->easy);
     t->easy = NULL;
     wx_response_free(&t->r);
@@ -244,7 +255,7 @@ static int classify(CURLcode rc, const exchange *x, int *sent)
     }
 }
 
-/* Sets up one request on t; 0 or -1 (out of memory). */
+/* Sets up one request on t; 0, or -1 (out of memory) with nothing held. */
 static int xfer_prepare(wx_xfer *t, const wx_session_opts *o, const char *method,
                         const char *url, const char *const *headers, size_t nheaders,
                         const char *body, size_t body_len,
@@ -261,13 +272,14 @@ static int xfer_prepare(wx_xfer *t, const wx_session_opts *o, const char *method
     t->r.sent = 1;
     t->errbuf[0] = '\0';
 
-    for (i = 0; i < nheaders; i++) {
-        if (!(tmp = curl_slist_append(t->list, headers[i]))) return -1;
+    for (i = 0; i <= nheaders; i++) {
+        /* the last one: no "Expect: 100-continue" round trip for larger bodies */
+        if (!(tmp = curl_slist_append(t->list, i < nheaders ? headers[i] : "Expect:"))) {
+            xfer_release(t);
+            return -1;
+        }
         t->list = tmp;
     }
-    /* no "Expect: 100-continue" round trip for larger bodies */
-    if (!(tmp = curl_slist_append(t->list, "Expect:"))) return -1;
-    t->list = tmp;
 
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->list);
@@ -295,13 +307,7 @@ static void xfer_finish(wx_xfer *t, CURLcode rc)
     wx_response *r = &t->r;
     long reqsize = 0;
 
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
-    curl_slist_free_all(t->list);
-    t->list = NULL;
-    free(t->body);
-    t->body = NULL;
-
+    xfer_release(t);
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
     if (curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &reqsize) != CURLE_OK || reqsize <= 0)
         r->sent = 0;
@@ -372,8 +378,6 @@ int wx_session_perform(wx_session *s, const char *method, const char *url,
     wx_xfer *t = &s->t;
     if (xfer_prepare(t, &s->o, method, url, headers, nheaders, body, body_len,
                      timeout_ms, connect_timeout_ms)) {
-        curl_slist_free_all(t->list);
-        t->list = NULL;
         oom_response(&t->r);
     } else {
         xfer_finish(t, curl_easy_perform(t->easy));
@@ -447,10 +451,7 @@ int wx_multi_add(wx_multi *m, long id, const char *method, const char *url,
     if (xfer_prepare(t, &m->o, method, url, headers, nheaders, t->body ? t->body : "",
                      body_len, timeout_ms, connect_timeout_ms) ||
         curl_multi_add_handle(m->multi, t->easy) != CURLM_OK) {
-        curl_slist_free_all(t->list);
-        t->list = NULL;
-        free(t->body);
-        t->body = NULL;
+        xfer_release(t);
         *err = "out of memory";
         return -1;
     }

@@ -452,20 +452,10 @@ static size_t check_headers(lua_State *L, int i, const char **hdrs)
     return nh;
 }
 
-/* Pushes status, headers{lowercase = value}, body  |  nil, code, message, sent.
- * Frees r. Returns the number of values pushed. */
-static int push_response(lua_State *L, wx_response *r)
+/* Pushes a table {lowercase name = value} of r's headers (first one wins). */
+static void push_headers(lua_State *L, const wx_response *r)
 {
     size_t p = 0;
-    if (r->err != WX_HTTP_OK) {
-        lua_pushnil(L);
-        lua_pushstring(L, http_codes[r->err]);
-        lua_pushstring(L, r->errmsg);
-        lua_pushboolean(L, r->sent);
-        wx_response_free(r);
-        return 4;
-    }
-    lua_pushinteger(L, (lua_Integer)r->status);
     lua_newtable(L);
     while (p < r->headers.len) {
         const char *name = r->headers.data + p;
@@ -475,7 +465,7 @@ static int push_response(lua_State *L, wx_response *r)
         lua_pushlstring(L, name, n);
         lua_pushvalue(L, -1);
         lua_rawget(L, -3);
-        if (lua_isnil(L, -1)) {        /* first one wins */
+        if (lua_isnil(L, -1)) {
             lua_pop(L, 1);
             lua_pushlstring(L, val, vn);
             lua_rawset(L, -3);
@@ -484,9 +474,11 @@ static int push_response(lua_State *L, wx_response *r)
         }
         p += n + 1 + vn + 1;
     }
+}
+
+static void push_body(lua_State *L, const wx_response *r)
+{
     lua_pushlstring(L, r->body.data ? r->body.data : "", r->body.len);
-    wx_response_free(r);
-    return 3;
 }
 
 /*
@@ -507,7 +499,19 @@ static int l_session_request(lua_State *L)
     wx_response r;
     if (!u->s) return luaL_error(L, "attempt to use a closed " MT_SESSION);
     wx_session_perform(u->s, method, url, hdrs, nh, body, bl, tmo, ctmo, &r);
-    return push_response(L, &r);
+    if (r.err != WX_HTTP_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, http_codes[r.err]);
+        lua_pushstring(L, r.errmsg);
+        lua_pushboolean(L, r.sent);
+        wx_response_free(&r);
+        return 4;
+    }
+    lua_pushinteger(L, (lua_Integer)r.status);
+    push_headers(L, &r);
+    push_body(L, &r);
+    wx_response_free(&r);
+    return 3;
 }
 
 /* ---- multi ------------------------------------------------------------------ */
@@ -549,21 +553,26 @@ static int l_multi_run(lua_State *L)
     wx_multi_run(u->m, tmo);
     lua_newtable(L);
     while (wx_multi_next(u->m, &id, &r)) {
-        int k = push_response(L, &r), first = lua_gettop(L) - k + 1;
-        lua_createtable(L, 0, 5);
+        lua_createtable(L, 0, 4);
         lua_pushinteger(L, (lua_Integer)id);
         lua_setfield(L, -2, "id");
-        if (k == 3) {
-            lua_pushvalue(L, first); lua_setfield(L, -2, "status");
-            lua_pushvalue(L, first + 1); lua_setfield(L, -2, "headers");
-            lua_pushvalue(L, first + 2); lua_setfield(L, -2, "body");
+        if (r.err == WX_HTTP_OK) {
+            lua_pushinteger(L, (lua_Integer)r.status);
+            lua_setfield(L, -2, "status");
+            push_headers(L, &r);
+            lua_setfield(L, -2, "headers");
+            push_body(L, &r);
+            lua_setfield(L, -2, "body");
         } else {
-            lua_pushvalue(L, first + 1); lua_setfield(L, -2, "code");
-            lua_pushvalue(L, first + 2); lua_setfield(L, -2, "message");
-            lua_pushvalue(L, first + 3); lua_setfield(L, -2, "sent");
+            lua_pushstring(L, http_codes[r.err]);
+            lua_setfield(L, -2, "code");
+            lua_pushstring(L, r.errmsg);
+            lua_setfield(L, -2, "message");
+            lua_pushboolean(L, r.sent);
+            lua_setfield(L, -2, "sent");
         }
-        lua_rawseti(L, first - 1, ++n);
-        lua_settop(L, first - 1);
+        wx_response_free(&r);
+        lua_rawseti(L, -2, ++n);
     }
     return 1;
 }

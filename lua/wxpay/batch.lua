@@ -21,15 +21,6 @@ local batch_hooks = {
   sleep_ms = function(ms) return yield("sleep", ms) end,
 }
 
-local function header_list(headers)
-  local list, n = {}, 0
-  for k, v in pairs(headers) do
-    n = n + 1
-    list[n] = k .. ": " .. v
-  end
-  return list
-end
-
 -- Runs `workers` coroutines of `worker` over one multi handle until all end.
 local function run_with_multi(client, multi, workers, worker)
   local by_id, next_id = {}, 0
@@ -45,7 +36,7 @@ local function run_with_multi(client, multi, workers, worker)
     if coroutine.status(co) == "dead" then return end
     if what == "http" then
       next_id = next_id + 1
-      local added, aerr = multi:add(next_id, arg.method, arg.url, header_list(arg.headers), arg.body,
+      local added, aerr = multi:add(next_id, arg.method, arg.url, transport.header_lines(arg.headers), arg.body,
         arg.timeout_ms, arg.connect_timeout_ms)
       if added then
         by_id[next_id] = co
@@ -79,11 +70,7 @@ local function run_with_multi(client, multi, workers, worker)
       for _, r in ipairs(multi:run(wait)) do
         local co = by_id[r.id]
         by_id[r.id] = nil
-        if r.status then
-          step(co, { status = r.status, headers = r.headers, body = r.body })
-        else
-          step(co, nil, { code = r.code, message = r.message, sent = r.sent })
-        end
+        if r.status then step(co, r) else step(co, nil, r) end -- the transport's shapes already
       end
     end
   end

@@ -6,6 +6,7 @@
 -- Exit status: 0 done, 1 API or network failure, 2 usage or configuration error.
 -- Nothing here ever prints key material or the APIv3 key.
 local cjson = require "cjson.safe"
+local util = require "wxpay.util"
 
 local M = {}
 
@@ -192,15 +193,6 @@ local function json_encode(v)
   return (s:gsub("\\/", "/"))
 end
 
-local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local data, rerr = f:read("*a")
-  f:close()
-  if not data then return nil, rerr end
-  return data
-end
-
 local function exists(path)
   local f = io.open(path, "rb")
   if f then f:close() return true end
@@ -211,14 +203,18 @@ local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
-local function sh(cmd)
-  local p = io.popen(cmd, "r")
-  if not p then return "", false end
+--- Runs a shell command; returns its output, success and exit code.  The
+-- code is echoed by the shell: LuaJIT's popen close always says true.
+function M.sh(cmd)
+  local p = io.popen("{ " .. cmd .. "\n}; echo \"__rc=$?\"", "r")
+  if not p then return "", false, -1 end
   local out = p:read("*a") or ""
-  local ok, _, code = p:close()
-  if type(ok) == "number" then ok = ok == 0 end  -- Lua 5.1
-  return out, ok and (code == nil or code == 0)
+  p:close()
+  local body, code = out:match("^(.-)__rc=(%d+)\n?$")
+  code = tonumber(code) or -1
+  return body or out, code == 0, code
 end
+local sh = M.sh
 
 -- 100.0 (cjson decodes every number as a float) prints as 100
 local function num(v)
@@ -400,7 +396,7 @@ end
 --- Loads a JSON or Lua config file exactly as wxpay.new(path) does (relative
 -- paths inside it are relative to the file).
 function M.load_config_file(path)
-  return require("wxpay.util").load_config(path)
+  return util.load_config(path)
 end
 
 local function default_config_path(getenv)
@@ -471,7 +467,7 @@ function M.configure(a, getenv, sandbox_cfg)
     local v = a.cfg[c.key]
     if v ~= nil then
       if c.from_file then
-        local data, err = read_file(v)
+        local data, err = util.read_file(v)
         if not data then config_error(("cannot read %s %s: %s"):format(c.flag, v, tostring(err))) end
         v = data:gsub("%s+$", "")
       elseif c.number then
@@ -537,7 +533,7 @@ function Ctx:start_sandbox()
       :format(shell_quote(root .. "/.sandbox"), shell_quote(dir), shell_quote(tmp), shell_quote(tmp),
         shell_quote(cache), shell_quote(tmp)))
   end
-  local text = read_file(dir .. "/sandbox.json")
+  local text = util.read_file(dir .. "/sandbox.json")
   local cfg = ok and text and cjson.decode(text)
   if type(cfg) ~= "table" then
     fail(EXIT_API, "SANDBOX_ERROR", "the sandbox did not start: " .. out:gsub("%s+$", ""))

@@ -229,10 +229,12 @@ end
 
 -- The transport for this call: chosen per call, so one client serves both
 -- nginx request handlers (cosockets) and init/timer-less code (libcurl).
+-- The second value is true for the library's own transports, whose answers
+-- already have the documented shape (lowercased header names, string body).
 function Client:_transport()
-  if self._batch then return self._batch.request end -- inside revoke_many's scheduler
+  if self._batch then return self._batch.request, true end -- inside revoke_many's scheduler
   local tr = self.transport
-  if type(tr) == "function" then return tr end
+  if type(tr) == "function" then return tr, false end
   local use_cosocket
   if tr == "cosocket" then
     use_cosocket = true
@@ -252,7 +254,7 @@ function Client:_transport()
         max_body = self.max_body,
       }
     end
-    return self._cosocket.request
+    return self._cosocket.request, true
   end
   if not self._curl then
     self._curl = transport.curl {
@@ -260,7 +262,7 @@ function Client:_transport()
       connect_timeout_ms = self.connect_timeout_ms, max_body = self.max_body,
     }
   end
-  return self._curl.request
+  return self._curl.request, true
 end
 
 -- Waits without burning CPU (ngx.sleep in nginx, a yield inside revoke_many).
@@ -315,7 +317,7 @@ function Client:_send(method, target, body, opt)
     ["Content-Type"] = "application/json",
     ["User-Agent"] = self.user_agent,
   }
-  local send = self:_transport()
+  local send, own = self:_transport()
   local urls, n = self.base_urls, #self.base_urls
   local first = self.preferred
   if first ~= 1 and (self.preferred_until or 0) < now() then first, self.preferred = 1, 1 end
@@ -331,7 +333,8 @@ function Client:_send(method, target, body, opt)
     }
     local ms = monotonic_ms() - t0
     if res then
-      local r, rerr = normalize_response(res)
+      local r, rerr = res, nil
+      if not own then r, rerr = normalize_response(res) end -- a user's function
       if not r then return nil, rerr end
       if i ~= self.preferred then
         self.preferred, self.preferred_until = i, now() + PREFER_BACKUP_FOR
@@ -466,7 +469,9 @@ function Client:_error_from(r, verified)
 end
 
 --- One signed, verified exchange.  Returns the verified response or nil, err.
-function Client:_call(method, target, body, opt)
+-- With `expect`, a verified 2xx of another status is an error too: its WeChat
+-- code when it carries one (202 {"code":"USERPAYING"}), else BAD_RESPONSE.
+function Client:_call(method, target, body, opt, expect)
   local ok, kerr = self:_ensure_keys()
   if not ok then return nil, kerr end
   local r, err = self:_send(method, target, body, opt)
@@ -479,6 +484,7 @@ function Client:_call(method, target, body, opt)
   end
   self:_log("debug", "answer verified", { method = method, target = target, status = r.status,
     request_id = r.headers["request-id"], ms = r.ms })
+  if expect and r.status ~= expect then return self:_error_from(r, true) end
   return r
 end
 
@@ -532,32 +538,18 @@ function Client:_query_target(kind, id, sub)
   return path .. "?sp_mchid=" .. util.urlencode(self.sp_mchid) .. "&sub_mchid=" .. util.urlencode(sub)
 end
 
--- A verified 2xx that is not the expected answer but carries a WeChat error
--- code (e.g. 202 {"code":"USERPAYING"}): key on the code, not the status.
-local function coded_answer(r)
-  local data = util.json_decode(r.body)
-  return type(data) == "table" and type(data.code) == "string" and data.code ~= ""
-end
-
 function Client:_revoke(kind, id, sub, opt)
   local target, body = self:_revoke_request(kind, id, sub)
-  local r, err = self:_call("POST", target, body, opt)
+  local r, err = self:_call("POST", target, body, opt, 204)
   if not r then return nil, err end
-  if r.status ~= 204 then
-    if coded_answer(r) then return self:_error_from(r, true) end
-    return nil, errors.new(errors.BAD_RESPONSE,
-      ("revoke answered HTTP %d, expected 204"):format(r.status),
-      { status = r.status, request_id = r.headers["request-id"] })
-  end
   return true
 end
 
 function Client:_query(kind, id, sub, opt)
-  local r, err = self:_call("GET", self:_query_target(kind, id, sub), "", opt)
+  local r, err = self:_call("GET", self:_query_target(kind, id, sub), "", opt, 200)
   if not r then return nil, err end
   local order = util.json_decode(r.body)
-  if r.status ~= 200 and coded_answer(r) then return self:_error_from(r, true) end
-  if r.status ~= 200 or type(order) ~= "table" then
+  if type(order) ~= "table" then
     return nil, errors.new(errors.BAD_RESPONSE, "the order query answer is not a JSON object",
       { status = r.status, request_id = r.headers["request-id"] })
   end
@@ -778,8 +770,7 @@ function Client:revoke_many(list, opts)
   for i, item in ipairs(list) do
     if type(item) ~= "table" then util.raise(("revoke_many item %d must be a table"):format(i)) end
     if opts.cancel then
-      local kind, err = self:_order_args(item, "cancel", { transaction_id = true, out_trade_no = true,
-        sub_mchid = true, paid_at = true, deadline_ms = true })
+      local kind, err = self:_order_args(item, "cancel", CANCEL_FIELDS)
       jobs[i] = kind and { call = item } or { err = err }
     else
       local kind, id, sub = self:_order_args(item, "revoke")

@@ -42,6 +42,16 @@ function M.sleep_ms(ms)
   end
 end
 
+--- {name = value} -> {"name: value", …}: the header lines libcurl takes.
+function M.header_lines(headers)
+  local list, n = {}, 0
+  for k, v in pairs(headers) do
+    n = n + 1
+    list[n] = k .. ": " .. v
+  end
+  return list
+end
+
 --- A libcurl transport over one reused session (one keep-alive connection).
 function M.curl(opts)
   local session
@@ -58,12 +68,7 @@ function M.curl(opts)
       if not s then return nil, { code = errors.NETWORK_ERROR, message = err, sent = false } end
       session = s
     end
-    local list, n = {}, 0
-    for k, v in pairs(req.headers) do
-      n = n + 1
-      list[n] = k .. ": " .. v
-    end
-    local status, a, b, sent = session:request(req.method, req.url, list, req.body,
+    local status, a, b, sent = session:request(req.method, req.url, M.header_lines(req.headers), req.body,
       req.timeout_ms, req.connect_timeout_ms)
     if not status then
       return nil, { code = a, message = b, sent = sent }

@@ -6,30 +6,18 @@
 -- Environment (set by nginx.sh): WXPAY_NGINX_URL, WXPAY_SANDBOX_JSON,
 -- WXPAY_NGINX_LOGS, WXPAY_BOOT_ORDER.  Each check prints "ok - NAME" or
 -- "not ok - NAME: why"; the last line is "counts: PASSED FAILED".
+package.path = "./spec/?.lua;./lua/?.lua;./lua/?/init.lua;" .. package.path
 local cjson = require "cjson"
+local H = require "helpers"
 
 local URL = assert(os.getenv("WXPAY_NGINX_URL"), "WXPAY_NGINX_URL is not set")
-local SANDBOX_JSON = assert(os.getenv("WXPAY_SANDBOX_JSON"))
 local LOGS = assert(os.getenv("WXPAY_NGINX_LOGS"))
 local BOOT_ORDER = assert(os.getenv("WXPAY_BOOT_ORDER"))
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local d = f:read("a")
-  f:close()
-  return d
-end
-
-local SB = cjson.decode(assert(read(SANDBOX_JSON)))
+local read, sh = H.read, H.sh
+local sandbox = H.attach(assert(os.getenv("WXPAY_SANDBOX_JSON")))
+local SB = sandbox.cfg
 local TMP = os.tmpname()
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
-  local ok = p:close()
-  return out, ok
-end
 
 local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
@@ -52,30 +40,19 @@ local function get(path, max_s)
 end
 
 local function control(method, path, body)
-  local data = ""
-  if body ~= nil then
-    data = "-H 'Content-Type: application/json' --data-binary " .. shq(cjson.encode(body))
-  end
-  local out = sh(("curl -s -m 10 -X %s %s -w '\\n%%{http_code}' %s")
-    :format(method, data, shq(SB.control_url .. path)))
-  local text, status = out:match("^(.*)\n(%d+)$")
-  return tonumber(status), decode(text)
+  return sandbox:control(method, path, body)
 end
 
 local function seed(no, state)
-  local st, o = control("POST", "/orders", { out_trade_no = no, trade_state = state or "SUCCESS" })
-  assert(st == 200, "seeding " .. no .. " failed: " .. tostring(st))
-  return o
+  return sandbox:order { out_trade_no = no, trade_state = state or "SUCCESS" }
 end
 
 local function fault(spec)
-  local st = control("POST", "/faults", spec)
-  assert(st == 200, "queueing a fault failed: " .. cjson.encode(spec))
+  sandbox:fault(spec)
 end
 
 local function sandbox_order(no)
-  local st, o = control("GET", "/orders/" .. no)
-  return st == 200 and o or nil
+  return sandbox:get_order(no)
 end
 
 local function stats()
