@@ -497,6 +497,15 @@ class Sandbox:
             self.orders.append(order)
             return order.control_json()
 
+    def existing_order(self, scope, kind, key):
+        """(order, None), or (None, the 404 ORDER_NOT_EXIST answer)."""
+        order = self.find_order(scope, kind, key)
+        if order is None:
+            return None, error_response(404, "ORDER_NOT_EXIST", None, issue=(
+                f"no order with {'transaction_id' if kind == 'id' else 'out_trade_no'} "
+                f"{key} for {'/'.join(scope)}"))
+        return order, None
+
     def find_order(self, scope, kind, key):
         for o in self.orders:
             if o.scope == scope and (o.transaction_id if kind == "id" else o.out_trade_no) == key:
@@ -746,11 +755,9 @@ class Sandbox:
         if err:
             return err
         with self.lock:
-            order = self.find_order(scope, kind, key)
-            if order is None:
-                return error_response(404, "ORDER_NOT_EXIST", None, issue=(
-                    f"no order with {'transaction_id' if kind == 'id' else 'out_trade_no'} "
-                    f"{key} for {'/'.join(scope)}"))
+            order, err = self.existing_order(scope, kind, key)
+            if err:
+                return err
             age = time.time() - order.created_at
             if age > REVOKE_WINDOW:
                 return error_response(400, "REVERSE_EXPIRE", None, issue=(
@@ -785,11 +792,9 @@ class Sandbox:
         if err:
             return err
         with self.lock:
-            order = self.find_order(scope, kind, key)
-            if order is None:
-                return error_response(404, "ORDER_NOT_EXIST", None, issue=(
-                    f"no order with {'transaction_id' if kind == 'id' else 'out_trade_no'} "
-                    f"{key} for {'/'.join(scope)}"))
+            order, err = self.existing_order(scope, kind, key)
+            if err:
+                return err
             return json_response(200, order.api_json())
 
     def certificates(self, apply):
