@@ -34,6 +34,7 @@ SRC  := src/wx_crypto.c src/wx_http.c src/wxpay_core.c
 HDR  := src/wx_core.h src/compat.h
 SO   := $(BUILD)/wxpay/core.so
 LMODS := $(wildcard lua/wxpay/*.lua)
+LMODS_CLI := $(wildcard lua/wxpay/cli/*.lua)
 
 # Debian packages the project needs (checked, installed only when missing).
 # luajit2 / libluajit2-5.1-dev: the OpenResty LuaJIT that Debian's nginx lua
@@ -66,7 +67,7 @@ deps:
 	fi
 
 lint: deps
-	luacheck -q lua spec examples bin/wxpay
+	luacheck -q lua spec examples bin/wxpay sandbox/cli.lua
 
 test: deps
 	@$(MAKE) --no-print-directory build LUA=lua5.4
@@ -80,8 +81,9 @@ sandbox: deps
 	@$(PYTHON) sandbox/server.py --dir $${SANDBOX_DIR:-.sandbox} --port $${PORT:-0}
 
 install: build
-	install -d $(DESTDIR)$(LUA_LMOD)/wxpay $(DESTDIR)$(LUA_CMOD)/wxpay
+	install -d $(DESTDIR)$(LUA_LMOD)/wxpay/cli $(DESTDIR)$(LUA_CMOD)/wxpay
 	install -m 0644 $(LMODS) $(DESTDIR)$(LUA_LMOD)/wxpay/
+	install -m 0644 $(LMODS_CLI) $(DESTDIR)$(LUA_LMOD)/wxpay/cli/
 	install -m 0755 $(SO) $(DESTDIR)$(LUA_CMOD)/wxpay/core.so
 	@if [ -f bin/wxpay ]; then install -d $(DESTDIR)$(PREFIX)/bin && \
 	  sed '1s|.*|#!/usr/bin/env $(LUA)|' bin/wxpay > $(DESTDIR)$(PREFIX)/bin/wxpay && \

@@ -456,7 +456,7 @@ return {
     it("installed (make install layout): works on package.path, --sandbox is refused", function()
       local p = tmp .. "/prefix"
       local lmod, cmod = p .. "/share/lua/5.4", p .. "/lib/lua/5.4"
-      local _, rc = sh(("mkdir -p %s/bin %s/wxpay %s/wxpay && cp lua/wxpay/*.lua %s/wxpay/ && "
+      local _, rc = sh(("mkdir -p %s/bin %s/wxpay %s/wxpay && cp -R lua/wxpay/. %s/wxpay/ && "
         .. "cp build/5.4/wxpay/core.so %s/wxpay/ && sed '1s|.*|#!/usr/bin/env lua5.4|' bin/wxpay > %s/bin/wxpay "
         .. "&& chmod 755 %s/bin/wxpay"):format(q(p), q(lmod), q(cmod), q(lmod), q(cmod), q(p), q(p)))
       assert.equal(0, rc)

@@ -7,7 +7,7 @@ H.root = os.getenv("PWD") or "."
 
 -- Runs a shell command; returns its output, success (boolean) and exit code
 -- (the CLI's own runner, which works under LuaJIT too).
-local sh = require("wxpay.cli").sh
+local sh = require("wxpay.cli.output").sh
 H.sh = sh
 
 local function read(path)

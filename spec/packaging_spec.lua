@@ -2,10 +2,10 @@
 local H = require "helpers"
 
 local function lua_modules()
-  local out = H.sh("ls lua/wxpay/*.lua")
+  local out = H.sh("ls lua/wxpay/*.lua lua/wxpay/*/*.lua")
   local mods = {}
-  for f in out:gmatch("lua/wxpay/([%w_]+)%.lua") do
-    mods[f == "init" and "wxpay" or ("wxpay." .. f)] = "lua/wxpay/" .. f .. ".lua"
+  for f in out:gmatch("lua/wxpay/([%w_/]+)%.lua") do
+    mods[f == "init" and "wxpay" or ("wxpay." .. f:gsub("/", "."))] = "lua/wxpay/" .. f .. ".lua"
   end
   return mods
 end
@@ -47,7 +47,7 @@ describe("packaging", function()
       assert(ok, out)
     end
     for name in pairs(lua_modules()) do
-      local file = name == "wxpay" and "init" or name:match("%.(.+)$")
+      local file = name == "wxpay" and "init" or name:match("^wxpay%.(.+)$"):gsub("%.", "/")
       assert.is_string(H.read(("%s/usr/local/share/lua/%s/wxpay/%s.lua"):format(dest, abi, file)), name)
     end
     assert.is_string(H.read(("%s/usr/local/lib/lua/%s/wxpay/core.so"):format(dest, abi)))

@@ -8,10 +8,14 @@
 --   small scheduler driving one libcurl multi handle (one connection cache);
 --   C never calls back into Lua.
 -- * With a user transport function the items run one after another.
+-- Must not: deliver an answer to any call but the one that sent its request.
 local core = require "wxpay.core"
+local util = require "wxpay.util"
 local transport = require "wxpay.transport"
+local secrets = require "wxpay.secrets"
+local Cancel = require "wxpay.cancel"
 
-local M = {}
+local Batch = {}
 
 local yield = coroutine.yield
 
@@ -90,7 +94,7 @@ end
 
 --- Runs one(item) for every item, `concurrency` at a time; returns the results
 -- in input order and calls progress(done, total, index, result) as they end.
-function M.run(client, list, opts, one)
+local function run(client, list, opts, one)
   local n = #list
   local results = {}
   local concurrency = opts.concurrency or 16
@@ -135,4 +139,46 @@ function M.run(client, list, opts, one)
   return results
 end
 
-return M
+--- client:revoke_many(list, {concurrency = 16, cancel = false, progress = fn})
+-- -> results in input order: true (or "REVOKED"/"CLOSED" with cancel) or the error.
+-- Every item is validated before anything is sent; an invalid one gets its
+-- INVALID_ARGUMENT error and the others still run.
+function Batch:revoke_many(list, opts)
+  if type(list) ~= "table" then util.raise("client:revoke_many expects a list of call tables") end
+  if opts ~= nil and type(opts) ~= "table" then util.raise("revoke_many options must be a table") end
+  opts = opts or {}
+  util.check_fields(opts, { concurrency = true, cancel = true, progress = true }, "revoke_many options", 2)
+  local c = opts.concurrency or 16
+  if type(c) ~= "number" or c < 1 or c > 64 or c % 1 ~= 0 then
+    util.raise("concurrency must be a whole number from 1 to 64")
+  end
+  if opts.progress ~= nil and type(opts.progress) ~= "function" then util.raise("progress must be a function") end
+  secrets.open(self)
+  local jobs = {}
+  for i, item in ipairs(list) do
+    if type(item) ~= "table" then util.raise(("revoke_many item %d must be a table"):format(i)) end
+    if opts.cancel then
+      local kind, err = self:_order_args(item, "cancel", Cancel.FIELDS)
+      jobs[i] = kind and { call = item } or { err = err }
+    else
+      local kind, id, sub = self:_order_args(item, "revoke")
+      jobs[i] = kind and { kind = kind, id = id, sub = sub } or { err = id }
+    end
+  end
+  local ok, kerr = self:_ensure_keys()
+  if not ok then
+    local out = {}
+    for i, j in ipairs(jobs) do out[i] = j.err or kerr end
+    return out
+  end
+  local one
+  if opts.cancel then
+    one = function(j) if j.err then return nil, j.err end return self:cancel(j.call) end
+  else
+    one = function(j) if j.err then return nil, j.err end return self:_revoke(j.kind, j.id, j.sub) end
+  end
+  return run(self, jobs, { concurrency = c, progress = opts.progress }, one)
+end
+
+
+return Batch

@@ -8,7 +8,8 @@
 -- names, first value wins), body=} or nil, {code=, message=, sent=}, with code
 -- NETWORK_ERROR, TIMEOUT, TLS_ERROR or BAD_RESPONSE, and `sent == false` only
 -- when the request cannot have reached the server.  Signing and verification
--- stay above this line, in wxpay/init.lua.
+-- stay above this line, in wxpay.call and wxpay.verify.
+-- Must not: block the worker, or see key material.
 --
 -- nginx configuration this relies on (see docs/openresty.md):
 --   * `lua_ssl_trusted_certificate`: the CA bundle the server is verified

@@ -1,5 +1,7 @@
 --- Error codes, advice, and the error object every failure returns.
--- `wxpay.errors.SYSTEM_ERROR == "SYSTEM_ERROR"`, `wxpay.errors.info(code)`.
+-- `wxpay.errors.SYSTEM_ERROR == "SYSTEM_ERROR"`, `wxpay.errors.info(code)`;
+-- `wxpay.errors.codes` lists just the codes (sorted).
+-- Must not: do I/O, or put anything but the caller's text in a message.
 local M = {}
 
 local INFO = {
@@ -81,7 +83,13 @@ local INFO = {
     action = "Do not trust this answer; query the order to learn its real state." },
 }
 
-for code in pairs(INFO) do M[code] = code end
+--- Every code the library knows, sorted: `for _, c in ipairs(wxpay.errors.codes)`.
+M.codes = {}
+for code in pairs(INFO) do
+  M[code] = code
+  M.codes[#M.codes + 1] = code
+end
+table.sort(M.codes)
 
 --- Advice for a code: `{ description =, action =, retryable = }`.
 -- Unknown codes get a generic entry (never nil), so callers can always print it.

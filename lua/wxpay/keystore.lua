@@ -1,6 +1,7 @@
 --- One key store keyed by the `Wechatpay-Serial` string: platform
 -- certificates (configured or downloaded) and WeChat Pay public keys
 -- (`PUB_KEY_ID_…`).  Keys are parsed once, when they enter the store.
+-- Must not: hold a private key or the APIv3 key (only public ones), or send.
 local core = require "wxpay.core"
 local util = require "wxpay.util"
 

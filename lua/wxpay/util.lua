@@ -1,4 +1,6 @@
 --- Small shared helpers: argument checks, percent-encoding, files, JSON.
+-- Must not: keep state, send anything, or echo a value that may be a secret
+-- (util.show and util.show_path print only safe summaries).
 local cjson = require "cjson.safe"
 local errors = require "wxpay.errors"
 
@@ -150,50 +152,6 @@ end
 
 function M.iso8601(t)
   return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t))
-end
-
---- Options from a config file: JSON (text starting with "{") or Lua returning
--- a table, evaluated with no globals.  Paths inside are relative to the file.
-function M.load_config(path)
-  local text, err = M.read_file(path)
-  if not text then return nil, "cannot read the config file: " .. tostring(err) end
-  local cfg
-  if text:match("^%s*{") then
-    cfg = M.json_decode(text)
-    if type(cfg) ~= "table" then return nil, "the config file " .. path .. " is not valid JSON" end
-  else
-    local chunk, lerr
-    local setfenv = rawget(_G, "setfenv")
-    if setfenv then  -- Lua 5.1 / LuaJIT
-      chunk, lerr = rawget(_G, "loadstring")(text, "=" .. path)
-      if chunk then setfenv(chunk, {}) end
-    else
-      chunk, lerr = load(text, "=" .. path, "t", {})
-    end
-    -- drop Lua's "near '<token>'": the token may be an inline PEM key
-    if not chunk then return nil, "the config file is not valid Lua: " .. (tostring(lerr):gsub(" near .*$", "")) end
-    local ok, res = pcall(chunk)
-    if not ok or type(res) ~= "table" then
-      return nil, "the config file " .. path .. " must return a table"
-    end
-    cfg = res
-  end
-  -- paths inside the file are relative to the file
-  local dir = M.dirname(path)
-  local function rel(p)
-    if type(p) == "string" and not p:find("-----BEGIN", 1, true) and p:sub(1, 1) ~= "/" then
-      return dir .. "/" .. p
-    end
-    return p
-  end
-  cfg.private_key = rel(cfg.private_key)
-  cfg.public_key = rel(cfg.public_key)
-  cfg.ca_file = rel(cfg.ca_file)
-  if type(cfg.platform_certs) == "string" then cfg.platform_certs = { cfg.platform_certs } end
-  if type(cfg.platform_certs) == "table" then
-    for i, p in ipairs(cfg.platform_certs) do cfg.platform_certs[i] = rel(p) end
-  end
-  return cfg
 end
 
 return M

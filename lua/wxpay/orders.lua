@@ -1,0 +1,148 @@
+--- The order calls and the generic one: client:revoke, client:query and
+-- client:request build their signed request (paths, bodies, queries from
+-- validated arguments) and read the verified answer.
+-- Must not: send anything before every argument is checked (bad data is
+-- INVALID_ARGUMENT with nothing sent; wrong Lua types raise).
+local errors = require "wxpay.errors"
+local util = require "wxpay.util"
+local secrets = require "wxpay.secrets"
+
+local Orders = {}
+
+local ORDER_FIELDS = { transaction_id = true, out_trade_no = true, sub_mchid = true }
+
+-- Validates an order call; returns kind, id, sub_mchid or nil, err.
+function Orders:_order_args(args, what, allowed)
+  if type(args) ~= "table" then
+    util.raise(("client:%s expects a table like {out_trade_no = \"…\"}, got %s"):format(what, type(args)), 3)
+  end
+  secrets.open(self)
+  util.check_fields(args, allowed or ORDER_FIELDS, what, 3)
+  local kind, id = util.order_id(args, 3)
+  if not kind then return nil, id end
+  local sub = args.sub_mchid
+  if sub ~= nil and type(sub) ~= "string" then
+    util.raise("sub_mchid must be a string, got " .. type(sub), 3)
+  end
+  if self.mode == "common" then
+    if sub ~= nil then return util.invalid("sub_mchid is for institutional mode (this client has mchid)") end
+  else
+    sub = sub or self.sub_mchid
+    if sub == nil then return util.invalid("institutional mode needs sub_mchid (per call or in wxpay.new)") end
+    if not util.is_digits(sub) then return util.invalid("sub_mchid must be 1-32 digits, got " .. util.show(sub)) end
+  end
+  return kind, id, sub
+end
+
+local function json_string(s) return util.json_encode(s) end
+
+function Orders:_revoke_request(kind, id, sub)
+  local target = ("/v3/global/micropay/transactions/%s/%s/reverse"):format(kind, util.encode_segment(id))
+  local body
+  if self.mode == "common" then
+    body = '{"mchid":' .. json_string(self.mchid) .. '}'
+  else
+    body = '{"sp_mchid":' .. json_string(self.sp_mchid) .. ',"sub_mchid":' .. json_string(sub) .. '}'
+  end
+  return target, body
+end
+
+function Orders:_query_target(kind, id, sub)
+  local path = ("/v3/global/transactions/%s/%s"):format(kind, util.encode_segment(id))
+  if self.mode == "common" then
+    return path .. "?mchid=" .. util.urlencode(self.mchid)
+  end
+  return path .. "?sp_mchid=" .. util.urlencode(self.sp_mchid) .. "&sub_mchid=" .. util.urlencode(sub)
+end
+
+function Orders:_revoke(kind, id, sub, opt)
+  local target, body = self:_revoke_request(kind, id, sub)
+  local r, err = self:_call("POST", target, body, opt, 204)
+  if not r then return nil, err end
+  return true
+end
+
+function Orders:_query(kind, id, sub, opt)
+  local r, err = self:_call("GET", self:_query_target(kind, id, sub), "", opt, 200)
+  if not r then return nil, err end
+  local order = util.json_decode(r.body)
+  if type(order) ~= "table" then
+    return nil, errors.new(errors.BAD_RESPONSE, "the order query answer is not a JSON object",
+      { status = r.status, request_id = r.headers["request-id"] })
+  end
+  return order
+end
+
+--- client:revoke{transaction_id= | out_trade_no=, sub_mchid=?} -> true | nil, err
+function Orders:revoke(args)
+  local kind, id, sub = self:_order_args(args, "revoke")
+  if not kind then return nil, id end
+  return self:_revoke(kind, id, sub)
+end
+
+--- client:query{transaction_id= | out_trade_no=, sub_mchid=?} -> order | nil, err
+function Orders:query(args)
+  local kind, id, sub = self:_order_args(args, "query")
+  if not kind then return nil, id end
+  return self:_query(kind, id, sub)
+end
+
+local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true }
+local REQUEST_FIELDS = { method = true, path = true, query = true, body = true }
+
+--- client:request{method=, path=, query=?, body=?} -> {status, headers, body, raw}
+function Orders:request(args)
+  if type(args) ~= "table" then util.raise("client:request expects a table, got " .. type(args)) end
+  secrets.open(self)
+  util.check_fields(args, REQUEST_FIELDS, "request", 2)
+  local method, path, query, body = args.method, args.path, args.query, args.body
+  if type(method) ~= "string" or not METHODS[method:upper()] then
+    util.raise("request method must be one of GET, POST, PUT, PATCH, DELETE")
+  end
+  method = method:upper()
+  if type(path) ~= "string" then util.raise("request path must be a string") end
+  if not path:match("^/v3/[%w%-%._~!$&'()*+,;=:@/%%]*$") or not util.valid_pct(path)
+    or util.has_dot_segment(path) then
+    return util.invalid("path must start with /v3/ and hold only URL path characters "
+      .. "(no . or .. segments), got " .. util.show(path))
+  end
+  local target = path
+  if query ~= nil then
+    local qs
+    if type(query) == "table" then
+      qs = util.encode_query(query)
+    elseif type(query) == "string" then
+      if query:find("[%s#%c]") then return util.invalid("query must not hold spaces, '#' or control bytes") end
+      if not query:match("^[%w%-%._~!$&'()*+,;=:@/?%%]*$") or not util.valid_pct(query) then
+        return util.invalid("query must hold only URL query characters (percent-encode the rest), got "
+          .. util.show(query))
+      end
+      qs = query:gsub("^%?", "")
+    else
+      util.raise("request query must be a table or a string")
+    end
+    if qs ~= "" then target = target .. "?" .. qs end
+  end
+  if body == nil then
+    body = ""
+  elseif type(body) == "table" then
+    local b, jerr = util.json_encode(body)
+    if not b then return util.invalid("body cannot be encoded as JSON: " .. tostring(jerr)) end
+    body = b
+  elseif type(body) ~= "string" then
+    util.raise("request body must be a table or a string")
+  end
+  if method == "GET" and body ~= "" then return util.invalid("a GET request has no body") end
+  local r, err = self:_call(method, target, body)
+  if not r then return nil, err end
+  local decoded = r.body
+  local ct = r.headers["content-type"] or ""
+  if r.body ~= "" and (ct:find("json", 1, true) or r.body:match("^%s*[{%[]")) then
+    local d = util.json_decode(r.body)
+    if d ~= nil then decoded = d end
+  end
+  return { status = r.status, headers = r.headers, body = decoded, raw = r.body }
+end
+
+
+return Orders
