@@ -40,7 +40,12 @@ ALNUM = string.ascii_letters + string.digits
 CONFIG_KEYS = {"pid", "base_url", "control_url", "ca_file", "mchid", "sp_mchid", "sub_mchid",
                "serial_no", "private_key", "private_key_pkcs1", "merchant_cert",
                "platform_cert", "platform_serial", "public_key", "public_key_id",
-               "apiv3_key", "dir"}
+               "apiv3_key", "dir", "client_config", "client_config_institutional"}
+STATS = {"requests", "connections", "handshakes", "downloads", "revokes", "queries", "refunds",
+         "rejected", "ratelimited", "notifications", "notification_attempts",
+         "notification_acks", "notification_failures"}
+CLIENT_OPTIONS = {"mchid", "sp_mchid", "sub_mchid", "serial_no", "private_key", "platform_certs",
+                  "apiv3_key", "base_url", "ca_file"}
 
 
 def ctl(*args):
@@ -53,7 +58,7 @@ def start_sandbox(directory, *extra):
     elapsed = time.monotonic() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"ctl start failed: {proc.stdout}{proc.stderr}")
-    return json.loads(proc.stdout), elapsed
+    return json.loads(proc.stdout), elapsed, proc.stderr
 
 
 class Answer:
@@ -249,7 +254,7 @@ class SandboxTest(unittest.TestCase):
     def setUpClass(cls):
         cls.dir = os.environ.get("SANDBOX_SELFTEST_DIR") or tempfile.mkdtemp(prefix="wxsandbox-")
         cls.fresh = not os.path.isdir(os.path.join(cls.dir, "creds"))
-        cls.cfg, cls.start_time = start_sandbox(cls.dir)
+        cls.cfg, cls.start_time, cls.start_err = start_sandbox(cls.dir)
         cls.c = Client(cls.cfg)
         cls.tmp = tempfile.mkdtemp(prefix="wxsandbox-test-")
 
@@ -319,6 +324,39 @@ class SandboxTest(unittest.TestCase):
                 mode = os.stat(os.path.join(creds, name)).st_mode & 0o777
                 self.assertEqual(mode, 0o600, name)
         self.assertEqual(self.c.ok("GET", "/config"), cfg)
+
+    def test_client_json(self):
+        cfg = self.cfg
+        want = {"client.json": {"mchid": cfg["mchid"]},
+                "client-institutional.json": {"sp_mchid": cfg["sp_mchid"],
+                                              "sub_mchid": cfg["sub_mchid"]}}
+        for name, ids in want.items():
+            path = os.path.join(cfg["dir"], name)
+            self.assertEqual(os.stat(path).st_mode & 0o777, 0o600, name)   # holds the APIv3 key
+            with open(path) as f:
+                got = json.load(f)
+            self.assertLessEqual(set(got), CLIENT_OPTIONS, name)
+            self.assertEqual(got, dict(ids, serial_no=cfg["serial_no"],
+                                       private_key=cfg["private_key"],
+                                       platform_certs=[cfg["platform_cert"]],
+                                       apiv3_key=cfg["apiv3_key"], base_url=cfg["base_url"],
+                                       ca_file=cfg["ca_file"]), name)
+            for p in [got["private_key"], got["ca_file"], *got["platform_certs"]]:
+                self.assertTrue(os.path.isabs(p) and os.path.isfile(p), p)
+            self.assertEqual(len(got["apiv3_key"].encode()), 32)
+        self.assertEqual(cfg["client_config"], os.path.join(cfg["dir"], "client.json"))
+        self.assertEqual(cfg["client_config_institutional"],
+                         os.path.join(cfg["dir"], "client-institutional.json"))
+        self.assertIn(cfg["client_config"], self.start_err)        # ctl start names it
+        # a client built from client.json alone works against this sandbox
+        with open(cfg["client_config"]) as f:
+            opts = json.load(f)
+        c = Client(dict(cfg, ca_file=opts["ca_file"], base_url=opts["base_url"],
+                        private_key=opts["private_key"], platform_cert=opts["platform_certs"][0]))
+        no = self.new_order()["out_trade_no"]
+        a = c.query(no, q={"mchid": opts["mchid"]}, mchid=opts["mchid"], serial=opts["serial_no"])
+        self.assertEqual(a.status, 200, a.body)
+        self.assertTrue(c.check(a, refresh=False))
 
     def test_tls_certificate(self):
         for host in ("localhost", "127.0.0.1"):       # SAN has DNS:localhost and IP:127.0.0.1
@@ -913,8 +951,7 @@ class SandboxTest(unittest.TestCase):
         self.assertEqual(self.c.control("POST", "/orders", {"out_trade_no": "T-OK2",
                                         "transaction_id": self.c.order("T-OK")["transaction_id"]})[0], 400)
         self.assertEqual(self.c.ok("GET", "/faults"), [])
-        self.assertEqual(set(self.c.stats()), {"requests", "connections", "handshakes",
-                                                "downloads", "refunds", "rejected"})
+        self.assertEqual(set(self.c.stats()), STATS)
         self.assertEqual(self.c.query("T-OK").status, 200)    # the API still answers
 
     def test_api_garbage(self):
@@ -943,7 +980,7 @@ class RestartTest(unittest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(directory, "sandbox.json")))
         with open(os.path.join(directory, "creds", "apiclient_key.pem"), "rb") as f:
             key_before = f.read()
-        cfg, elapsed = start_sandbox(directory, "--idle-timeout", "1")
+        cfg, elapsed, _ = start_sandbox(directory, "--idle-timeout", "1")
         try:
             self.assertLess(elapsed, 2.0, "startup with existing credentials")
             for name in ("serial_no", "platform_serial", "public_key_id", "apiv3_key"):
@@ -960,7 +997,7 @@ class RestartTest(unittest.TestCase):
             conn.close()
             # start on a running dir replaces the old server
             old_pid = cfg["pid"]
-            cfg2, _ = start_sandbox(directory)
+            cfg2, _, _ = start_sandbox(directory)
             self.assertNotEqual(cfg2["pid"], old_pid)
             self.assertFalse(os.path.exists(f"/proc/{old_pid}/cmdline") and
                              b"server.py" in open(f"/proc/{old_pid}/cmdline", "rb").read())

@@ -93,6 +93,23 @@ REVOKE_RE = re.compile(r"/v3/global/micropay/transactions/(id|out-trade-no)/([^/
 QUERY_RE = re.compile(r"/v3/global/transactions/(id|out-trade-no)/([^/]*)")
 CERTS_PATH = "/v3/global/certificates"
 
+# /stats counters, all zeroed by POST /reset
+STATS = ("requests", "connections", "handshakes", "downloads", "revokes", "queries", "refunds",
+         "rejected", "ratelimited", "notifications", "notification_attempts",
+         "notification_acks", "notification_failures")
+
+
+def api_kind(method, target):
+    """"revoke", "query", "download" or None for a request line."""
+    path = target.partition("?")[0]
+    if method == "POST" and REVOKE_RE.fullmatch(path):
+        return "revoke"
+    if method == "GET" and QUERY_RE.fullmatch(path):
+        return "query"
+    if method == "GET" and path == CERTS_PATH:
+        return "download"
+    return None
+
 
 def rand_alnum(n):
     return "".join(secrets.choice(ALNUM) for _ in range(n))
@@ -440,8 +457,7 @@ class Sandbox:
             self.orders = []
             self.faults = []
             self.log = collections.deque(maxlen=LOG_SIZE)
-            self.stats = dict.fromkeys(
-                ("requests", "connections", "handshakes", "downloads", "refunds", "rejected"), 0)
+            self.stats = dict.fromkeys(STATS, 0)
             self.download_key = self.creds.apiv3_key
 
     def count(self, name, n=1):
@@ -901,8 +917,11 @@ class ApiHandler(http.server.BaseHTTPRequestHandler):
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         entry = {"method": method, "target": target, "headers": headers, "body": "",
                  "time": started, "status": None, "fault": None, "request_id": None}
-        with sb.lock:
+        kind = api_kind(method, target)
+        with sb.lock:                           # counted on arrival, whatever the outcome
             sb.stats["requests"] += 1
+            if kind in ("revoke", "query"):
+                sb.stats["revokes" if kind == "revoke" else "queries"] += 1
             sb.log.append(entry)
         try:
             body = self.read_body()
@@ -1118,12 +1137,24 @@ class ControlServer(QuietErrors, socketserver.ThreadingMixIn, http.server.HTTPSe
 
 # ------------------------------------------------------------------------- main
 
-def write_json_atomic(path, obj):
+def write_json_atomic(path, obj, private=False):
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600 if private else 0o644)
         json.dump(obj, f, indent=1)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def client_configs(cfg):
+    """The option tables wxpay.new(path) takes as is: {file name: options}."""
+    common = {"serial_no": cfg["serial_no"], "private_key": cfg["private_key"],
+              "platform_certs": [cfg["platform_cert"]], "apiv3_key": cfg["apiv3_key"],
+              "base_url": cfg["base_url"], "ca_file": cfg["ca_file"]}
+    return {"client.json": {"mchid": cfg["mchid"], **common},
+            "client-institutional.json": {"sp_mchid": cfg["sp_mchid"],
+                                          "sub_mchid": cfg["sub_mchid"], **common}}
 
 
 def main(argv=None):
@@ -1164,8 +1195,12 @@ def main(argv=None):
         "public_key_id": creds.pub_key_id,
         "apiv3_key": creds.apiv3_key,
         "dir": directory,
+        "client_config": os.path.join(directory, "client.json"),
+        "client_config_institutional": os.path.join(directory, "client-institutional.json"),
     }
     json_path = os.path.join(directory, "sandbox.json")
+    for name, options in client_configs(sb.config).items():     # they hold the APIv3 key
+        write_json_atomic(os.path.join(directory, name), options, private=True)
 
     def stop(signum, frame):
         try:
@@ -1183,6 +1218,8 @@ def main(argv=None):
     print(f"sandbox: ready pid {os.getpid()} api {sb.config['base_url']} "
           f"control {sb.config['control_url']}", flush=True)
     print(f"sandbox: CA {sb.config['ca_file']}  credentials {json_path}", flush=True)
+    print(f"sandbox: client config {sb.config['client_config']} "
+          f"(and {sb.config['client_config_institutional']})", flush=True)
     while True:
         signal.pause()
 
