@@ -884,6 +884,47 @@ class SandboxTest(unittest.TestCase):
         self.assertIn("request-id", a.headers)
         self.assertEqual(self.c.order(no)["trade_state"], "SUCCESS")
 
+    # -- rate limit ----------------------------------------------------------------------------------
+    def test_ratelimit(self):
+        self.c.download()
+        orders = [self.new_order(trade_state="NOTPAY")["out_trade_no"] for _ in range(8)]
+        got = self.c.ok("POST", "/ratelimit", {"per_second": 5})
+        self.assertEqual(got, {"per_second": 5, "include_queries": False, "window": "sliding 1 s"})
+        conn = self.c.connect()
+        answers = [self.c.revoke(no, conn=conn) for no in orders]        # 5 + 3 within 1 s
+        self.assertEqual([a.status for a in answers], [204] * 5 + [429] * 3)
+        for a in answers[5:]:
+            self.assertEqual(self.assert_error(a, 429, "RATELIMIT_EXCEEDED")["detail"]["limit"], 5)
+        self.assertEqual([self.c.order(no)["trade_state"] for no in orders],
+                         ["CLOSED"] * 5 + ["NOTPAY"] * 3)                 # a 429 applies nothing
+        for _ in range(3):                                                # queries do not count
+            self.assertEqual(self.c.query(orders[0], conn=conn).status, 200)
+        st = self.c.stats()
+        self.assertEqual((st["ratelimited"], st["revokes"], st["queries"]), (3, 8, 3))
+        # sliding: 0.6 s later the window still holds 5 (a fixed 1-s bucket might not)
+        time.sleep(0.6)
+        self.assertEqual(self.c.revoke(orders[5], conn=conn).status, 429)
+        time.sleep(0.5)                                                   # > 1 s after the 5
+        self.assertEqual(self.c.revoke(orders[5], conn=conn).status, 204)
+        # include_queries: queries share the window and get 429 too
+        self.c.ok("POST", "/ratelimit", {"per_second": 2, "include_queries": True})
+        statuses = [self.c.query(orders[0], conn=conn).status,
+                    self.c.revoke(orders[6], conn=conn).status,
+                    self.c.query(orders[0], conn=conn).status,
+                    self.c.revoke(orders[7], conn=conn).status]
+        self.assertEqual(statuses, [200, 204, 429, 429])
+        self.assertEqual(self.c.stats()["ratelimited"], 6)
+        self.assertEqual(self.c.ok("POST", "/ratelimit", {"per_second": 0})["per_second"], None)
+        self.assertEqual(self.c.revoke(orders[7], conn=conn).status, 204)
+        self.c.ok("POST", "/ratelimit", {"per_second": 1})
+        self.c.ok("POST", "/reset")                                       # reset switches it off
+        self.assertEqual(self.c.ok("GET", "/ratelimit")["per_second"], None)
+        conn.close()
+        for bad in ({"per_second": -1}, {"per_second": "5"}, {"per_second": 1.5},
+                    {"per_second": 5, "include_queries": 1}, {"rate": 5}):
+            self.assertEqual(self.c.control("POST", "/ratelimit", bad)[0], 400, bad)
+        self.assertEqual(self.c.ok("POST", "/ratelimit", {"per_second": None})["per_second"], None)
+
     # -- control endpoint -----------------------------------------------------------------------------
     def test_control_orders_and_log(self):
         order = self.new_order("LOG-1", trade_state="NOTPAY", transaction_id="4200000000000000000000000042",

@@ -459,6 +459,8 @@ class Sandbox:
             self.log = collections.deque(maxlen=LOG_SIZE)
             self.stats = dict.fromkeys(STATS, 0)
             self.download_key = self.creds.apiv3_key
+            self.ratelimit = None          # {"per_second", "include_queries"} or None
+            self.admitted = collections.deque()     # monotonic times inside the window
 
     def count(self, name, n=1):
         with self.lock:
@@ -527,6 +529,54 @@ class Sandbox:
             if o.scope == scope and (o.transaction_id if kind == "id" else o.out_trade_no) == key:
                 return o
         return None
+
+    # -- rate limit ------------------------------------------------------------
+    def set_ratelimit(self, spec):
+        if not isinstance(spec, dict):
+            raise ControlError("body must be a JSON object")
+        for key in spec:
+            if key not in ("per_second", "include_queries"):
+                raise ControlError(f"unknown field {key!r}")
+        n = spec.get("per_second")
+        include = spec.get("include_queries", False)
+        if not isinstance(include, bool):
+            raise ControlError("include_queries must be a boolean")
+        if n is not None:
+            check_type("per_second", n, INT, 0, 10 ** 6)
+        with self.lock:
+            self.ratelimit = ({"per_second": n, "include_queries": include} if n else None)
+            self.admitted.clear()
+            return self.ratelimit_json()
+
+    def ratelimit_json(self):
+        with self.lock:
+            rl = self.ratelimit
+            return {"per_second": rl["per_second"] if rl else None,
+                    "include_queries": rl["include_queries"] if rl else False,
+                    "window": "sliding 1 s"}
+
+    def rate_limited(self, kind):
+        """The 429 answer if this request is one too many within the last second.
+
+        A sliding window: the request is refused when per_second requests were already
+        admitted in the 1.0 s before it.  Refused requests do not count."""
+        with self.lock:
+            rl = self.ratelimit
+            if rl is None or not (kind == "revoke" or
+                                  (kind == "query" and rl["include_queries"])):
+                return None
+            now = time.monotonic()
+            window = self.admitted
+            while window and window[0] <= now - 1.0:
+                window.popleft()
+            if len(window) < rl["per_second"]:
+                window.append(now)
+                return None
+            self.stats["ratelimited"] += 1
+            n = rl["per_second"]
+        return error_response(429, "RATELIMIT_EXCEEDED", None, issue=(
+            f"more than {n} {'revoke' if not rl['include_queries'] else 'revoke and query'} "
+            f"requests within one second"), limit=n)
 
     # -- faults --------------------------------------------------------------
     def take_fault(self, method, target):
@@ -661,6 +711,9 @@ class Sandbox:
         if err:
             err.rejected = True
             return err, None
+        limited = self.rate_limited(api_kind(method, target))
+        if limited:
+            return limited, None
         fault = self.take_fault(method, target)
         name = fault.name if fault else None
         p = fault.params if fault else {}
@@ -1117,6 +1170,10 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
                 return 200, [{"serial": pc.serial, "current": pc is sb.current,
                               "expire_time": rfc3339(pc.cert.not_valid_after)}
                              for pc in sb.platform]
+        if path == "/ratelimit" and method in ("GET", "POST"):
+            if method == "POST":
+                return 200, sb.set_ratelimit(self.obj(data))
+            return 200, sb.ratelimit_json()
         if method == "POST" and path == "/apiv3_key":
             key = self.obj(data).get("key", 0)
             if key is None:
