@@ -884,6 +884,106 @@ class SandboxTest(unittest.TestCase):
         self.assertIn("request-id", a.headers)
         self.assertEqual(self.c.order(no)["trade_state"], "SUCCESS")
 
+    # -- answer binding faults -------------------------------------------------------------------------
+    def test_fault_wrong_order(self):
+        order = self.new_order()
+        no, txid = order["out_trade_no"], order["transaction_id"]
+        self.fault(fault="wrong_order")
+        other = self.new_order(trade_state="NOTPAY")["out_trade_no"]
+        self.assertEqual(self.c.revoke(other).status, 204)       # a revoke does not take it
+        a = self.c.query(no)
+        self.assertEqual(a.status, 200)
+        self.assertTrue(self.c.check(a))
+        j = a.json()
+        self.assertNotEqual(j["out_trade_no"], no)
+        self.assertNotEqual(j["id"], txid)
+        self.assertRegex(j["out_trade_no"], r"^[0-9A-Za-z_|*@-]{1,32}$")
+        self.assertRegex(j["id"], r"^[0-9]{28}$")
+        self.assertEqual((j["mchid"], j["trade_state"]), (self.cfg["mchid"], "SUCCESS"))
+        self.assertEqual(self.c.query(no).json()["out_trade_no"], no)     # one answer only
+        self.fault(fault="wrong_order", field="id")
+        j = self.c.query(no).json()
+        self.assertEqual(j["out_trade_no"], no)
+        self.assertNotEqual(j["id"], txid)
+        self.fault(fault="wrong_order", field="out_trade_no")
+        j = self.c.call("GET", "/v3/global/transactions/id/" + txid + "?mchid=" + self.cfg["mchid"]).json()
+        self.assertEqual(j["id"], txid)
+        self.assertNotEqual(j["out_trade_no"], no)
+        self.fault(fault="wrong_order")                           # an unknown order: still a 200
+        a = self.c.query("NOSUCH77")
+        self.assertEqual(a.status, 200)
+        self.assertTrue(self.c.check(a))
+        self.assertNotEqual(a.json()["out_trade_no"], "NOSUCH77")
+        self.assertEqual(self.c.control("POST", "/faults", {"fault": "wrong_order", "field": "x"})[0], 400)
+
+    def test_fault_wrong_merchant(self):
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault="wrong_merchant")
+        a = self.c.query(no)
+        self.assertEqual(a.status, 200)
+        self.assertTrue(self.c.check(a))
+        j = a.json()
+        self.assertNotEqual(j["mchid"], self.cfg["mchid"])
+        self.assertRegex(j["mchid"], r"^[0-9]+$")
+        self.assertEqual(j["out_trade_no"], no)
+        sp, sub = self.cfg["sp_mchid"], self.cfg["sub_mchid"]
+        inst = self.new_order(sp_mchid=sp, sub_mchid=sub)["out_trade_no"]
+        q = {"sp_mchid": sp, "sub_mchid": sub}
+        for field, changed in ((None, "sub_mchid"), ("sp_mchid", "sp_mchid"), ("sub_mchid", "sub_mchid")):
+            self.fault(**({"fault": "wrong_merchant"} if field is None else
+                          {"fault": "wrong_merchant", "field": field}))
+            j = self.c.query(inst, q=q, mchid=sp).json()
+            same = "sp_mchid" if changed == "sub_mchid" else "sub_mchid"
+            self.assertNotEqual(j[changed], q[changed], field)
+            self.assertEqual(j[same], q[same], field)
+            self.assertNotIn("mchid", j)
+
+    def test_fault_no_trade_state(self):
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault="no_trade_state")
+        a = self.c.query(no)
+        self.assertEqual(a.status, 200)
+        self.assertTrue(self.c.check(a))
+        self.assertNotIn("trade_state", a.json())
+        self.assertEqual(a.json()["out_trade_no"], no)
+        self.assertEqual(self.c.query(no).json()["trade_state"], "SUCCESS")
+
+    def test_fault_replay(self):
+        self.c.download()
+        no = self.new_order()["out_trade_no"]
+        conn = self.c.connect()
+        first = self.c.revoke(no, conn=conn)
+        self.assertEqual(first.status, 204)
+        self.fault(fault="replay")
+        again = self.c.revoke(no, conn=conn)                      # the keep-alive goes on
+        self.assertEqual((again.status, again.body), (204, b""))
+        self.assertEqual(again.headers, first.headers)          # byte for byte: nonce, signature, date
+        self.assertTrue(self.c.check(again), "a replay verifies: only a nonce memory catches it")
+        log = self.c.ok("GET", "/requests")
+        self.assertEqual((log[-1]["status"], log[-1]["fault"]), (204, "replay"))
+        fresh = self.c.revoke(no, conn=conn)                      # later answers are new again
+        self.assertNotEqual(fresh.headers["wechatpay-nonce"], first.headers["wechatpay-nonce"])
+        # a query: the old body, after the order changed; only honest answers are copied
+        q1 = self.c.query(no, conn=conn)
+        self.fault(fault="no_trade_state")
+        self.assertNotIn("trade_state", self.c.query(no, conn=conn).json())
+        self.fault(fault="replay")
+        q2 = self.c.query(no, conn=conn)
+        self.assertEqual((q2.status, q2.body, q2.headers), (200, q1.body, q1.headers))
+        # apply=false: a genuine-looking 204 for an order that stays paid
+        self.new_order(no)                                        # the same order, paid again
+        self.fault(fault="replay", apply=False)
+        self.assertEqual(self.c.revoke(no, conn=conn).headers, fresh.headers)
+        self.assertEqual(self.c.order(no)["trade_state"], "SUCCESS")
+        conn.close()
+        # nothing to replay yet: a normal answer
+        other = self.new_order()["out_trade_no"]
+        self.fault(fault="replay")
+        a = self.c.revoke(other)
+        self.assertEqual(a.status, 204)
+        self.assertTrue(self.c.check(a))
+        self.assertEqual(self.c.order(other)["trade_state"], "REVOKED")
+
     # -- rate limit ----------------------------------------------------------------------------------
     def test_ratelimit(self):
         self.c.download()

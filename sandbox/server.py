@@ -127,6 +127,14 @@ def rfc3339(ts_or_dt):
     return dt.astimezone(CST).isoformat(timespec="seconds")
 
 
+def other_value(value, make):
+    """make() until it differs from value."""
+    while True:
+        new = make()
+        if new != value:
+            return new
+
+
 def compact_json(obj):
     return json.dumps(obj, separators=(",", ":")).encode()
 
@@ -304,6 +312,7 @@ class Response:
         self.unsigned = False
         self.drop = False
         self.rejected = False
+        self.raw = None             # bytes to send as they are (the replay fault)
 
 
 def json_response(status, obj):
@@ -347,7 +356,15 @@ FAULTS = {
     "connection_close": APPLY,
     "oversized": dict(APPLY, bytes=(INT, 2 * 1024 * 1024, 16, 256 * 1024 * 1024)),
     "non_json": dict(APPLY, content_type=(STR, "text/html; charset=utf-8")),
+    "wrong_order": {"field": (STR, "both")},
+    "wrong_merchant": {"field": (STR, None)},
+    "no_trade_state": {},
+    "replay": APPLY,
 }
+CHOICES = {("wrong_order", "field"): ("both", "out_trade_no", "id"),
+           ("wrong_merchant", "field"): ("mchid", "sp_mchid", "sub_mchid")}
+QUERY_FAULTS = ("wrong_order", "wrong_merchant", "no_trade_state")   # taken by queries only
+REPLAY_SIZE = 1000            # signed answers kept for the replay fault
 TYPES = {INT: int, STR: str, BOOL: bool, OBJ: dict}
 
 
@@ -390,12 +407,18 @@ class Fault:
                 raise ControlError(f"fault {name} needs {key!r}")
             else:
                 self.params[key] = default
+        for (fault_name, key), allowed_values in CHOICES.items():
+            value = self.params.get(key) if fault_name == name else None
+            if value is not None and value not in allowed_values:
+                raise ControlError(f"{key} must be one of {', '.join(allowed_values)}")
         if self.params.get("status") in (204, 304):
             raise ControlError("status must carry a body (not 204/304)")
         if "code" in self.params and not self.params["code"]:
             raise ControlError("code must not be empty")
 
     def matches(self, method, target):
+        if self.name in QUERY_FAULTS and api_kind(method, target) != "query":
+            return False
         return ((self.match is None or self.match in target)
                 and (self.method is None or self.method == method))
 
@@ -461,6 +484,7 @@ class Sandbox:
             self.download_key = self.creds.apiv3_key
             self.ratelimit = None          # {"per_second", "include_queries"} or None
             self.admitted = collections.deque()     # monotonic times inside the window
+            self.answers = collections.OrderedDict()  # (method, path) -> (status, bytes)
 
     def count(self, name, n=1):
         with self.lock:
@@ -577,6 +601,56 @@ class Sandbox:
         return error_response(429, "RATELIMIT_EXCEEDED", None, issue=(
             f"more than {n} {'revoke' if not rl['include_queries'] else 'revoke and query'} "
             f"requests within one second"), limit=n)
+
+    # -- answers for the replay fault -------------------------------------------
+    def remember(self, key, status, data):
+        with self.lock:
+            self.answers[key] = (status, data)
+            self.answers.move_to_end(key)
+            while len(self.answers) > REPLAY_SIZE:
+                self.answers.popitem(last=False)
+
+    def replayed(self, method, target):
+        """A Response that re-sends the last remembered answer, or None."""
+        with self.lock:
+            old = self.answers.get((method, target.partition("?")[0]))
+        if old is None:
+            return None
+        resp = Response(old[0])
+        resp.raw = old[1]
+        return resp
+
+    # -- answers that describe something else (binding faults) --------------------
+    def misbound(self, name, params, target, resp):
+        """The signed 200 query answer of a binding fault, from the real one if any."""
+        path, _, query = target.partition("?")
+        obj = None
+        if resp.status == 200:
+            try:
+                obj = json.loads(resp.body)
+            except ValueError:
+                obj = None
+        if not isinstance(obj, dict):            # unknown order: invent one for the request
+            kind, raw = QUERY_RE.fullmatch(path).groups()
+            key = urllib.parse.unquote(raw)
+            fields = dict(urllib.parse.parse_qsl(query))
+            scope = ((fields.get("sp_mchid", SP_MCHID), fields.get("sub_mchid", SUB_MCHID))
+                     if "sp_mchid" in fields or "sub_mchid" in fields
+                     else (fields.get("mchid", MCHID),))
+            obj = Order(key if kind == "out-trade-no" else "SB" + rand_digits(12),
+                        key if kind == "id" else "4200" + rand_digits(24),
+                        "SUCCESS", int(time.time()), scope, 100).api_json()
+        if name == "wrong_order":
+            if params["field"] in ("both", "out_trade_no"):
+                obj["out_trade_no"] = other_value(obj.get("out_trade_no"), lambda: "OTHER" + rand_digits(10))
+            if params["field"] in ("both", "id"):
+                obj["id"] = other_value(obj.get("id"), lambda: "4200" + rand_digits(24))
+        elif name == "wrong_merchant":
+            field = params["field"] or ("mchid" if "mchid" in obj else "sub_mchid")
+            obj[field] = other_value(obj.get(field), lambda: "19" + rand_digits(8))
+        else:
+            obj.pop("trade_state", None)
+        return json_response(200, obj)
 
     # -- faults --------------------------------------------------------------
     def take_fault(self, method, target):
@@ -739,6 +813,13 @@ class Sandbox:
             resp = Response(0)
             resp.drop = True
             return resp, fault
+        if name in QUERY_FAULTS:
+            resp = self.misbound(name, p, target, route(True))
+            resp.effect, resp.params = name, p
+            return resp, fault
+        if name == "replay":
+            resp = route(p["apply"])
+            return self.replayed(method, target) or resp, fault   # nothing yet: a normal answer
         resp = route(p.get("apply", True))
         if name == "oversized":
             pad = p["bytes"] - len(b'{"padding":""}')
@@ -990,7 +1071,9 @@ class ApiHandler(http.server.BaseHTTPRequestHandler):
         if resp.rejected:
             sb.count("rejected")
         entry["fault"] = fault.name if fault else None
-        status, request_id = self.send_response_obj(resp)
+        honest = fault is None or fault.name == "delay"     # answers replay may copy
+        status, request_id = self.send_response_obj(
+            resp, (method, target.partition("?")[0]) if honest else None)
         entry["status"], entry["request_id"] = status, request_id
         print(f"api {method} {target} -> {status if status else 'dropped'}"
               f"{' [' + fault.name + ']' if fault else ''} {int((time.time() - started) * 1000)} ms",
@@ -998,12 +1081,25 @@ class ApiHandler(http.server.BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = api
 
-    def send_response_obj(self, resp):
-        """Write the answer, spoiled as resp.effect says.  Returns (status, Request-ID)."""
+    def send_response_obj(self, resp, key=None):
+        """Write the answer, spoiled as resp.effect says.  Returns (status, Request-ID).
+
+        A signed, unspoiled 200 or 204 is remembered under key (method, path) for the
+        replay fault; resp.raw (a replay) goes out byte for byte."""
         if resp.drop:
             self.close_connection = True
             return None, None
         sb = self.server.sandbox
+        if resp.raw is not None:
+            head = resp.raw.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+            m = re.search(r"\r\nRequest-ID: ([^\r]*)", head)
+            try:
+                self.wfile.write(resp.raw)
+            except OSError:
+                self.close_connection = True
+            if "\r\nConnection: close" in head:
+                self.close_connection = True
+            return resp.status, m.group(1) if m else None
         request_id = "08" + secrets.token_hex(16).upper() + "-0"
         close = self.close_connection or resp.effect in ("connection_close", "truncate")
         try:
@@ -1037,6 +1133,9 @@ class ApiHandler(http.server.BaseHTTPRequestHandler):
         except OSError:
             close = True
         self.close_connection = close
+        if (key and resp.status in (200, 204) and resp.effect is None and not resp.unsigned
+                and signature):
+            sb.remember(key, resp.status, data)
         return resp.status, request_id
 
 
