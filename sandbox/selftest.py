@@ -51,6 +51,12 @@ CLIENT_OPTIONS = {"mchid", "sp_mchid", "sub_mchid", "serial_no", "private_key", 
                   "apiv3_key", "base_url", "ca_file"}
 
 
+def load_factor():
+    """How much slower than an idle machine wall-clock limits may be right now: the load
+    average per core (at least 1).  Other suites share these two cores."""
+    return max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+
+
 def ctl(*args):
     return subprocess.run([CTL, *args], capture_output=True, text=True, timeout=30)
 
@@ -339,6 +345,7 @@ class SandboxTest(unittest.TestCase):
     # -- startup and configuration ----------------------------------------------------
     def test_startup_time(self):
         limit = 5.0 if self.fresh else 2.0        # a fresh dir also generates five RSA keys
+        limit *= load_factor()
         self.assertLess(self.start_time, limit)
 
     def test_sandbox_json(self):
@@ -1001,6 +1008,7 @@ class SandboxTest(unittest.TestCase):
                {"url": "http://[::2]:80/"}, {"url": "ftp://127.0.0.1/"}, {"url": "127.0.0.1:80/x"},
                {"url": "http://user:pw@127.0.0.1/"}, {"url": "http://127.0.0.1:99999/"},
                {"url": "http://localhost.example.com/"}, {"url": 5}, {"url": ""},
+               {"url": "http://127.0.0.1/a b"}, {"url": "http://127.0.0.1/\u00e9"},
                {"url": "http://127.0.0.1/", "ca_file": "/nonexistent/ca.pem"},
                {"url": "https://127.0.0.1/", "ca_file": "relative.pem"},
                {"url": "https://127.0.0.1/", "ca_file": __file__},
@@ -1631,7 +1639,7 @@ class RestartTest(unittest.TestCase):
             key_before = f.read()
         cfg, elapsed, _ = start_sandbox(directory, "--idle-timeout", "1")
         try:
-            self.assertLess(elapsed, 2.0, "startup with existing credentials")
+            self.assertLess(elapsed, 2.0 * load_factor(), "startup with existing credentials")
             for name in ("serial_no", "platform_serial", "public_key_id", "apiv3_key"):
                 self.assertEqual(cfg[name], SandboxTest.cfg[name], name)
             with open(cfg["private_key"], "rb") as f:
