@@ -40,7 +40,12 @@ ALNUM = string.ascii_letters + string.digits
 CONFIG_KEYS = {"pid", "base_url", "control_url", "ca_file", "mchid", "sp_mchid", "sub_mchid",
                "serial_no", "private_key", "private_key_pkcs1", "merchant_cert",
                "platform_cert", "platform_serial", "public_key", "public_key_id",
-               "apiv3_key", "dir"}
+               "apiv3_key", "dir", "client_config", "client_config_institutional"}
+STATS = {"requests", "connections", "handshakes", "downloads", "revokes", "queries", "refunds",
+         "rejected", "ratelimited", "notifications", "notification_attempts",
+         "notification_acks", "notification_failures"}
+CLIENT_OPTIONS = {"mchid", "sp_mchid", "sub_mchid", "serial_no", "private_key", "platform_certs",
+                  "apiv3_key", "base_url", "ca_file"}
 
 
 def ctl(*args):
@@ -53,7 +58,7 @@ def start_sandbox(directory, *extra):
     elapsed = time.monotonic() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"ctl start failed: {proc.stdout}{proc.stderr}")
-    return json.loads(proc.stdout), elapsed
+    return json.loads(proc.stdout), elapsed, proc.stderr
 
 
 class Answer:
@@ -249,7 +254,7 @@ class SandboxTest(unittest.TestCase):
     def setUpClass(cls):
         cls.dir = os.environ.get("SANDBOX_SELFTEST_DIR") or tempfile.mkdtemp(prefix="wxsandbox-")
         cls.fresh = not os.path.isdir(os.path.join(cls.dir, "creds"))
-        cls.cfg, cls.start_time = start_sandbox(cls.dir)
+        cls.cfg, cls.start_time, cls.start_err = start_sandbox(cls.dir)
         cls.c = Client(cls.cfg)
         cls.tmp = tempfile.mkdtemp(prefix="wxsandbox-test-")
 
@@ -319,6 +324,39 @@ class SandboxTest(unittest.TestCase):
                 mode = os.stat(os.path.join(creds, name)).st_mode & 0o777
                 self.assertEqual(mode, 0o600, name)
         self.assertEqual(self.c.ok("GET", "/config"), cfg)
+
+    def test_client_json(self):
+        cfg = self.cfg
+        want = {"client.json": {"mchid": cfg["mchid"]},
+                "client-institutional.json": {"sp_mchid": cfg["sp_mchid"],
+                                              "sub_mchid": cfg["sub_mchid"]}}
+        for name, ids in want.items():
+            path = os.path.join(cfg["dir"], name)
+            self.assertEqual(os.stat(path).st_mode & 0o777, 0o600, name)   # holds the APIv3 key
+            with open(path) as f:
+                got = json.load(f)
+            self.assertLessEqual(set(got), CLIENT_OPTIONS, name)
+            self.assertEqual(got, dict(ids, serial_no=cfg["serial_no"],
+                                       private_key=cfg["private_key"],
+                                       platform_certs=[cfg["platform_cert"]],
+                                       apiv3_key=cfg["apiv3_key"], base_url=cfg["base_url"],
+                                       ca_file=cfg["ca_file"]), name)
+            for p in [got["private_key"], got["ca_file"], *got["platform_certs"]]:
+                self.assertTrue(os.path.isabs(p) and os.path.isfile(p), p)
+            self.assertEqual(len(got["apiv3_key"].encode()), 32)
+        self.assertEqual(cfg["client_config"], os.path.join(cfg["dir"], "client.json"))
+        self.assertEqual(cfg["client_config_institutional"],
+                         os.path.join(cfg["dir"], "client-institutional.json"))
+        self.assertIn(cfg["client_config"], self.start_err)        # ctl start names it
+        # a client built from client.json alone works against this sandbox
+        with open(cfg["client_config"]) as f:
+            opts = json.load(f)
+        c = Client(dict(cfg, ca_file=opts["ca_file"], base_url=opts["base_url"],
+                        private_key=opts["private_key"], platform_cert=opts["platform_certs"][0]))
+        no = self.new_order()["out_trade_no"]
+        a = c.query(no, q={"mchid": opts["mchid"]}, mchid=opts["mchid"], serial=opts["serial_no"])
+        self.assertEqual(a.status, 200, a.body)
+        self.assertTrue(c.check(a, refresh=False))
 
     def test_tls_certificate(self):
         for host in ("localhost", "127.0.0.1"):       # SAN has DNS:localhost and IP:127.0.0.1
@@ -846,6 +884,147 @@ class SandboxTest(unittest.TestCase):
         self.assertIn("request-id", a.headers)
         self.assertEqual(self.c.order(no)["trade_state"], "SUCCESS")
 
+    # -- answer binding faults -------------------------------------------------------------------------
+    def test_fault_wrong_order(self):
+        order = self.new_order()
+        no, txid = order["out_trade_no"], order["transaction_id"]
+        self.fault(fault="wrong_order")
+        other = self.new_order(trade_state="NOTPAY")["out_trade_no"]
+        self.assertEqual(self.c.revoke(other).status, 204)       # a revoke does not take it
+        a = self.c.query(no)
+        self.assertEqual(a.status, 200)
+        self.assertTrue(self.c.check(a))
+        j = a.json()
+        self.assertNotEqual(j["out_trade_no"], no)
+        self.assertNotEqual(j["id"], txid)
+        self.assertRegex(j["out_trade_no"], r"^[0-9A-Za-z_|*@-]{1,32}$")
+        self.assertRegex(j["id"], r"^[0-9]{28}$")
+        self.assertEqual((j["mchid"], j["trade_state"]), (self.cfg["mchid"], "SUCCESS"))
+        self.assertEqual(self.c.query(no).json()["out_trade_no"], no)     # one answer only
+        self.fault(fault="wrong_order", field="id")
+        j = self.c.query(no).json()
+        self.assertEqual(j["out_trade_no"], no)
+        self.assertNotEqual(j["id"], txid)
+        self.fault(fault="wrong_order", field="out_trade_no")
+        j = self.c.call("GET", "/v3/global/transactions/id/" + txid + "?mchid=" + self.cfg["mchid"]).json()
+        self.assertEqual(j["id"], txid)
+        self.assertNotEqual(j["out_trade_no"], no)
+        self.fault(fault="wrong_order")                           # an unknown order: still a 200
+        a = self.c.query("NOSUCH77")
+        self.assertEqual(a.status, 200)
+        self.assertTrue(self.c.check(a))
+        self.assertNotEqual(a.json()["out_trade_no"], "NOSUCH77")
+        self.assertEqual(self.c.control("POST", "/faults", {"fault": "wrong_order", "field": "x"})[0], 400)
+
+    def test_fault_wrong_merchant(self):
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault="wrong_merchant")
+        a = self.c.query(no)
+        self.assertEqual(a.status, 200)
+        self.assertTrue(self.c.check(a))
+        j = a.json()
+        self.assertNotEqual(j["mchid"], self.cfg["mchid"])
+        self.assertRegex(j["mchid"], r"^[0-9]+$")
+        self.assertEqual(j["out_trade_no"], no)
+        sp, sub = self.cfg["sp_mchid"], self.cfg["sub_mchid"]
+        inst = self.new_order(sp_mchid=sp, sub_mchid=sub)["out_trade_no"]
+        q = {"sp_mchid": sp, "sub_mchid": sub}
+        for field, changed in ((None, "sub_mchid"), ("sp_mchid", "sp_mchid"), ("sub_mchid", "sub_mchid")):
+            self.fault(**({"fault": "wrong_merchant"} if field is None else
+                          {"fault": "wrong_merchant", "field": field}))
+            j = self.c.query(inst, q=q, mchid=sp).json()
+            same = "sp_mchid" if changed == "sub_mchid" else "sub_mchid"
+            self.assertNotEqual(j[changed], q[changed], field)
+            self.assertEqual(j[same], q[same], field)
+            self.assertNotIn("mchid", j)
+
+    def test_fault_no_trade_state(self):
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault="no_trade_state")
+        a = self.c.query(no)
+        self.assertEqual(a.status, 200)
+        self.assertTrue(self.c.check(a))
+        self.assertNotIn("trade_state", a.json())
+        self.assertEqual(a.json()["out_trade_no"], no)
+        self.assertEqual(self.c.query(no).json()["trade_state"], "SUCCESS")
+
+    def test_fault_replay(self):
+        self.c.download()
+        no = self.new_order()["out_trade_no"]
+        conn = self.c.connect()
+        first = self.c.revoke(no, conn=conn)
+        self.assertEqual(first.status, 204)
+        self.fault(fault="replay")
+        again = self.c.revoke(no, conn=conn)                      # the keep-alive goes on
+        self.assertEqual((again.status, again.body), (204, b""))
+        self.assertEqual(again.headers, first.headers)          # byte for byte: nonce, signature, date
+        self.assertTrue(self.c.check(again), "a replay verifies: only a nonce memory catches it")
+        log = self.c.ok("GET", "/requests")
+        self.assertEqual((log[-1]["status"], log[-1]["fault"]), (204, "replay"))
+        fresh = self.c.revoke(no, conn=conn)                      # later answers are new again
+        self.assertNotEqual(fresh.headers["wechatpay-nonce"], first.headers["wechatpay-nonce"])
+        # a query: the old body, after the order changed; only honest answers are copied
+        q1 = self.c.query(no, conn=conn)
+        self.fault(fault="no_trade_state")
+        self.assertNotIn("trade_state", self.c.query(no, conn=conn).json())
+        self.fault(fault="replay")
+        q2 = self.c.query(no, conn=conn)
+        self.assertEqual((q2.status, q2.body, q2.headers), (200, q1.body, q1.headers))
+        # apply=false: a genuine-looking 204 for an order that stays paid
+        self.new_order(no)                                        # the same order, paid again
+        self.fault(fault="replay", apply=False)
+        self.assertEqual(self.c.revoke(no, conn=conn).headers, fresh.headers)
+        self.assertEqual(self.c.order(no)["trade_state"], "SUCCESS")
+        conn.close()
+        # nothing to replay yet: a normal answer
+        other = self.new_order()["out_trade_no"]
+        self.fault(fault="replay")
+        a = self.c.revoke(other)
+        self.assertEqual(a.status, 204)
+        self.assertTrue(self.c.check(a))
+        self.assertEqual(self.c.order(other)["trade_state"], "REVOKED")
+
+    # -- rate limit ----------------------------------------------------------------------------------
+    def test_ratelimit(self):
+        self.c.download()
+        orders = [self.new_order(trade_state="NOTPAY")["out_trade_no"] for _ in range(8)]
+        got = self.c.ok("POST", "/ratelimit", {"per_second": 5})
+        self.assertEqual(got, {"per_second": 5, "include_queries": False, "window": "sliding 1 s"})
+        conn = self.c.connect()
+        answers = [self.c.revoke(no, conn=conn) for no in orders]        # 5 + 3 within 1 s
+        self.assertEqual([a.status for a in answers], [204] * 5 + [429] * 3)
+        for a in answers[5:]:
+            self.assertEqual(self.assert_error(a, 429, "RATELIMIT_EXCEEDED")["detail"]["limit"], 5)
+        self.assertEqual([self.c.order(no)["trade_state"] for no in orders],
+                         ["CLOSED"] * 5 + ["NOTPAY"] * 3)                 # a 429 applies nothing
+        for _ in range(3):                                                # queries do not count
+            self.assertEqual(self.c.query(orders[0], conn=conn).status, 200)
+        st = self.c.stats()
+        self.assertEqual((st["ratelimited"], st["revokes"], st["queries"]), (3, 8, 3))
+        # sliding: 0.6 s later the window still holds 5 (a fixed 1-s bucket might not)
+        time.sleep(0.6)
+        self.assertEqual(self.c.revoke(orders[5], conn=conn).status, 429)
+        time.sleep(0.5)                                                   # > 1 s after the 5
+        self.assertEqual(self.c.revoke(orders[5], conn=conn).status, 204)
+        # include_queries: queries share the window and get 429 too
+        self.c.ok("POST", "/ratelimit", {"per_second": 2, "include_queries": True})
+        statuses = [self.c.query(orders[0], conn=conn).status,
+                    self.c.revoke(orders[6], conn=conn).status,
+                    self.c.query(orders[0], conn=conn).status,
+                    self.c.revoke(orders[7], conn=conn).status]
+        self.assertEqual(statuses, [200, 204, 429, 429])
+        self.assertEqual(self.c.stats()["ratelimited"], 6)
+        self.assertEqual(self.c.ok("POST", "/ratelimit", {"per_second": 0})["per_second"], None)
+        self.assertEqual(self.c.revoke(orders[7], conn=conn).status, 204)
+        self.c.ok("POST", "/ratelimit", {"per_second": 1})
+        self.c.ok("POST", "/reset")                                       # reset switches it off
+        self.assertEqual(self.c.ok("GET", "/ratelimit")["per_second"], None)
+        conn.close()
+        for bad in ({"per_second": -1}, {"per_second": "5"}, {"per_second": 1.5},
+                    {"per_second": 5, "include_queries": 1}, {"rate": 5}):
+            self.assertEqual(self.c.control("POST", "/ratelimit", bad)[0], 400, bad)
+        self.assertEqual(self.c.ok("POST", "/ratelimit", {"per_second": None})["per_second"], None)
+
     # -- control endpoint -----------------------------------------------------------------------------
     def test_control_orders_and_log(self):
         order = self.new_order("LOG-1", trade_state="NOTPAY", transaction_id="4200000000000000000000000042",
@@ -913,8 +1092,7 @@ class SandboxTest(unittest.TestCase):
         self.assertEqual(self.c.control("POST", "/orders", {"out_trade_no": "T-OK2",
                                         "transaction_id": self.c.order("T-OK")["transaction_id"]})[0], 400)
         self.assertEqual(self.c.ok("GET", "/faults"), [])
-        self.assertEqual(set(self.c.stats()), {"requests", "connections", "handshakes",
-                                                "downloads", "refunds", "rejected"})
+        self.assertEqual(set(self.c.stats()), STATS)
         self.assertEqual(self.c.query("T-OK").status, 200)    # the API still answers
 
     def test_api_garbage(self):
@@ -943,7 +1121,7 @@ class RestartTest(unittest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(directory, "sandbox.json")))
         with open(os.path.join(directory, "creds", "apiclient_key.pem"), "rb") as f:
             key_before = f.read()
-        cfg, elapsed = start_sandbox(directory, "--idle-timeout", "1")
+        cfg, elapsed, _ = start_sandbox(directory, "--idle-timeout", "1")
         try:
             self.assertLess(elapsed, 2.0, "startup with existing credentials")
             for name in ("serial_no", "platform_serial", "public_key_id", "apiv3_key"):
@@ -960,7 +1138,7 @@ class RestartTest(unittest.TestCase):
             conn.close()
             # start on a running dir replaces the old server
             old_pid = cfg["pid"]
-            cfg2, _ = start_sandbox(directory)
+            cfg2, _, _ = start_sandbox(directory)
             self.assertNotEqual(cfg2["pid"], old_pid)
             self.assertFalse(os.path.exists(f"/proc/{old_pid}/cmdline") and
                              b"server.py" in open(f"/proc/{old_pid}/cmdline", "rb").read())

@@ -93,6 +93,23 @@ REVOKE_RE = re.compile(r"/v3/global/micropay/transactions/(id|out-trade-no)/([^/
 QUERY_RE = re.compile(r"/v3/global/transactions/(id|out-trade-no)/([^/]*)")
 CERTS_PATH = "/v3/global/certificates"
 
+# /stats counters, all zeroed by POST /reset
+STATS = ("requests", "connections", "handshakes", "downloads", "revokes", "queries", "refunds",
+         "rejected", "ratelimited", "notifications", "notification_attempts",
+         "notification_acks", "notification_failures")
+
+
+def api_kind(method, target):
+    """"revoke", "query", "download" or None for a request line."""
+    path = target.partition("?")[0]
+    if method == "POST" and REVOKE_RE.fullmatch(path):
+        return "revoke"
+    if method == "GET" and QUERY_RE.fullmatch(path):
+        return "query"
+    if method == "GET" and path == CERTS_PATH:
+        return "download"
+    return None
+
 
 def rand_alnum(n):
     return "".join(secrets.choice(ALNUM) for _ in range(n))
@@ -108,6 +125,14 @@ def rfc3339(ts_or_dt):
     else:
         dt = datetime.datetime.fromtimestamp(ts_or_dt, UTC)
     return dt.astimezone(CST).isoformat(timespec="seconds")
+
+
+def other_value(value, make):
+    """make() until it differs from value."""
+    while True:
+        new = make()
+        if new != value:
+            return new
 
 
 def compact_json(obj):
@@ -287,6 +312,7 @@ class Response:
         self.unsigned = False
         self.drop = False
         self.rejected = False
+        self.raw = None             # bytes to send as they are (the replay fault)
 
 
 def json_response(status, obj):
@@ -330,7 +356,15 @@ FAULTS = {
     "connection_close": APPLY,
     "oversized": dict(APPLY, bytes=(INT, 2 * 1024 * 1024, 16, 256 * 1024 * 1024)),
     "non_json": dict(APPLY, content_type=(STR, "text/html; charset=utf-8")),
+    "wrong_order": {"field": (STR, "both")},
+    "wrong_merchant": {"field": (STR, None)},
+    "no_trade_state": {},
+    "replay": APPLY,
 }
+CHOICES = {("wrong_order", "field"): ("both", "out_trade_no", "id"),
+           ("wrong_merchant", "field"): ("mchid", "sp_mchid", "sub_mchid")}
+QUERY_FAULTS = ("wrong_order", "wrong_merchant", "no_trade_state")   # taken by queries only
+REPLAY_SIZE = 1000            # signed answers kept for the replay fault
 TYPES = {INT: int, STR: str, BOOL: bool, OBJ: dict}
 
 
@@ -373,12 +407,18 @@ class Fault:
                 raise ControlError(f"fault {name} needs {key!r}")
             else:
                 self.params[key] = default
+        for (fault_name, key), allowed_values in CHOICES.items():
+            value = self.params.get(key) if fault_name == name else None
+            if value is not None and value not in allowed_values:
+                raise ControlError(f"{key} must be one of {', '.join(allowed_values)}")
         if self.params.get("status") in (204, 304):
             raise ControlError("status must carry a body (not 204/304)")
         if "code" in self.params and not self.params["code"]:
             raise ControlError("code must not be empty")
 
     def matches(self, method, target):
+        if self.name in QUERY_FAULTS and api_kind(method, target) != "query":
+            return False
         return ((self.match is None or self.match in target)
                 and (self.method is None or self.method == method))
 
@@ -440,9 +480,11 @@ class Sandbox:
             self.orders = []
             self.faults = []
             self.log = collections.deque(maxlen=LOG_SIZE)
-            self.stats = dict.fromkeys(
-                ("requests", "connections", "handshakes", "downloads", "refunds", "rejected"), 0)
+            self.stats = dict.fromkeys(STATS, 0)
             self.download_key = self.creds.apiv3_key
+            self.ratelimit = None          # {"per_second", "include_queries"} or None
+            self.admitted = collections.deque()     # monotonic times inside the window
+            self.answers = collections.OrderedDict()  # (method, path) -> (status, bytes)
 
     def count(self, name, n=1):
         with self.lock:
@@ -511,6 +553,104 @@ class Sandbox:
             if o.scope == scope and (o.transaction_id if kind == "id" else o.out_trade_no) == key:
                 return o
         return None
+
+    # -- rate limit ------------------------------------------------------------
+    def set_ratelimit(self, spec):
+        if not isinstance(spec, dict):
+            raise ControlError("body must be a JSON object")
+        for key in spec:
+            if key not in ("per_second", "include_queries"):
+                raise ControlError(f"unknown field {key!r}")
+        n = spec.get("per_second")
+        include = spec.get("include_queries", False)
+        if not isinstance(include, bool):
+            raise ControlError("include_queries must be a boolean")
+        if n is not None:
+            check_type("per_second", n, INT, 0, 10 ** 6)
+        with self.lock:
+            self.ratelimit = ({"per_second": n, "include_queries": include} if n else None)
+            self.admitted.clear()
+            return self.ratelimit_json()
+
+    def ratelimit_json(self):
+        with self.lock:
+            rl = self.ratelimit
+            return {"per_second": rl["per_second"] if rl else None,
+                    "include_queries": rl["include_queries"] if rl else False,
+                    "window": "sliding 1 s"}
+
+    def rate_limited(self, kind):
+        """The 429 answer if this request is one too many within the last second.
+
+        A sliding window: the request is refused when per_second requests were already
+        admitted in the 1.0 s before it.  Refused requests do not count."""
+        with self.lock:
+            rl = self.ratelimit
+            if rl is None or not (kind == "revoke" or
+                                  (kind == "query" and rl["include_queries"])):
+                return None
+            now = time.monotonic()
+            window = self.admitted
+            while window and window[0] <= now - 1.0:
+                window.popleft()
+            if len(window) < rl["per_second"]:
+                window.append(now)
+                return None
+            self.stats["ratelimited"] += 1
+            n = rl["per_second"]
+        return error_response(429, "RATELIMIT_EXCEEDED", None, issue=(
+            f"more than {n} {'revoke' if not rl['include_queries'] else 'revoke and query'} "
+            f"requests within one second"), limit=n)
+
+    # -- answers for the replay fault -------------------------------------------
+    def remember(self, key, status, data):
+        with self.lock:
+            self.answers[key] = (status, data)
+            self.answers.move_to_end(key)
+            while len(self.answers) > REPLAY_SIZE:
+                self.answers.popitem(last=False)
+
+    def replayed(self, method, target):
+        """A Response that re-sends the last remembered answer, or None."""
+        with self.lock:
+            old = self.answers.get((method, target.partition("?")[0]))
+        if old is None:
+            return None
+        resp = Response(old[0])
+        resp.raw = old[1]
+        return resp
+
+    # -- answers that describe something else (binding faults) --------------------
+    def misbound(self, name, params, target, resp):
+        """The signed 200 query answer of a binding fault, from the real one if any."""
+        path, _, query = target.partition("?")
+        obj = None
+        if resp.status == 200:
+            try:
+                obj = json.loads(resp.body)
+            except ValueError:
+                obj = None
+        if not isinstance(obj, dict):            # unknown order: invent one for the request
+            kind, raw = QUERY_RE.fullmatch(path).groups()
+            key = urllib.parse.unquote(raw)
+            fields = dict(urllib.parse.parse_qsl(query))
+            scope = ((fields.get("sp_mchid", SP_MCHID), fields.get("sub_mchid", SUB_MCHID))
+                     if "sp_mchid" in fields or "sub_mchid" in fields
+                     else (fields.get("mchid", MCHID),))
+            obj = Order(key if kind == "out-trade-no" else "SB" + rand_digits(12),
+                        key if kind == "id" else "4200" + rand_digits(24),
+                        "SUCCESS", int(time.time()), scope, 100).api_json()
+        if name == "wrong_order":
+            if params["field"] in ("both", "out_trade_no"):
+                obj["out_trade_no"] = other_value(obj.get("out_trade_no"), lambda: "OTHER" + rand_digits(10))
+            if params["field"] in ("both", "id"):
+                obj["id"] = other_value(obj.get("id"), lambda: "4200" + rand_digits(24))
+        elif name == "wrong_merchant":
+            field = params["field"] or ("mchid" if "mchid" in obj else "sub_mchid")
+            obj[field] = other_value(obj.get(field), lambda: "19" + rand_digits(8))
+        else:
+            obj.pop("trade_state", None)
+        return json_response(200, obj)
 
     # -- faults --------------------------------------------------------------
     def take_fault(self, method, target):
@@ -645,6 +785,9 @@ class Sandbox:
         if err:
             err.rejected = True
             return err, None
+        limited = self.rate_limited(api_kind(method, target))
+        if limited:
+            return limited, None
         fault = self.take_fault(method, target)
         name = fault.name if fault else None
         p = fault.params if fault else {}
@@ -670,6 +813,13 @@ class Sandbox:
             resp = Response(0)
             resp.drop = True
             return resp, fault
+        if name in QUERY_FAULTS:
+            resp = self.misbound(name, p, target, route(True))
+            resp.effect, resp.params = name, p
+            return resp, fault
+        if name == "replay":
+            resp = route(p["apply"])
+            return self.replayed(method, target) or resp, fault   # nothing yet: a normal answer
         resp = route(p.get("apply", True))
         if name == "oversized":
             pad = p["bytes"] - len(b'{"padding":""}')
@@ -901,8 +1051,11 @@ class ApiHandler(http.server.BaseHTTPRequestHandler):
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         entry = {"method": method, "target": target, "headers": headers, "body": "",
                  "time": started, "status": None, "fault": None, "request_id": None}
-        with sb.lock:
+        kind = api_kind(method, target)
+        with sb.lock:                           # counted on arrival, whatever the outcome
             sb.stats["requests"] += 1
+            if kind in ("revoke", "query"):
+                sb.stats["revokes" if kind == "revoke" else "queries"] += 1
             sb.log.append(entry)
         try:
             body = self.read_body()
@@ -918,7 +1071,9 @@ class ApiHandler(http.server.BaseHTTPRequestHandler):
         if resp.rejected:
             sb.count("rejected")
         entry["fault"] = fault.name if fault else None
-        status, request_id = self.send_response_obj(resp)
+        honest = fault is None or fault.name == "delay"     # answers replay may copy
+        status, request_id = self.send_response_obj(
+            resp, (method, target.partition("?")[0]) if honest else None)
         entry["status"], entry["request_id"] = status, request_id
         print(f"api {method} {target} -> {status if status else 'dropped'}"
               f"{' [' + fault.name + ']' if fault else ''} {int((time.time() - started) * 1000)} ms",
@@ -926,12 +1081,25 @@ class ApiHandler(http.server.BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = api
 
-    def send_response_obj(self, resp):
-        """Write the answer, spoiled as resp.effect says.  Returns (status, Request-ID)."""
+    def send_response_obj(self, resp, key=None):
+        """Write the answer, spoiled as resp.effect says.  Returns (status, Request-ID).
+
+        A signed, unspoiled 200 or 204 is remembered under key (method, path) for the
+        replay fault; resp.raw (a replay) goes out byte for byte."""
         if resp.drop:
             self.close_connection = True
             return None, None
         sb = self.server.sandbox
+        if resp.raw is not None:
+            head = resp.raw.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+            m = re.search(r"\r\nRequest-ID: ([^\r]*)", head)
+            try:
+                self.wfile.write(resp.raw)
+            except OSError:
+                self.close_connection = True
+            if "\r\nConnection: close" in head:
+                self.close_connection = True
+            return resp.status, m.group(1) if m else None
         request_id = "08" + secrets.token_hex(16).upper() + "-0"
         close = self.close_connection or resp.effect in ("connection_close", "truncate")
         try:
@@ -965,6 +1133,9 @@ class ApiHandler(http.server.BaseHTTPRequestHandler):
         except OSError:
             close = True
         self.close_connection = close
+        if (key and resp.status in (200, 204) and resp.effect is None and not resp.unsigned
+                and signature):
+            sb.remember(key, resp.status, data)
         return resp.status, request_id
 
 
@@ -1098,6 +1269,10 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
                 return 200, [{"serial": pc.serial, "current": pc is sb.current,
                               "expire_time": rfc3339(pc.cert.not_valid_after)}
                              for pc in sb.platform]
+        if path == "/ratelimit" and method in ("GET", "POST"):
+            if method == "POST":
+                return 200, sb.set_ratelimit(self.obj(data))
+            return 200, sb.ratelimit_json()
         if method == "POST" and path == "/apiv3_key":
             key = self.obj(data).get("key", 0)
             if key is None:
@@ -1118,12 +1293,24 @@ class ControlServer(QuietErrors, socketserver.ThreadingMixIn, http.server.HTTPSe
 
 # ------------------------------------------------------------------------- main
 
-def write_json_atomic(path, obj):
+def write_json_atomic(path, obj, private=False):
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600 if private else 0o644)
         json.dump(obj, f, indent=1)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def client_configs(cfg):
+    """The option tables wxpay.new(path) takes as is: {file name: options}."""
+    common = {"serial_no": cfg["serial_no"], "private_key": cfg["private_key"],
+              "platform_certs": [cfg["platform_cert"]], "apiv3_key": cfg["apiv3_key"],
+              "base_url": cfg["base_url"], "ca_file": cfg["ca_file"]}
+    return {"client.json": {"mchid": cfg["mchid"], **common},
+            "client-institutional.json": {"sp_mchid": cfg["sp_mchid"],
+                                          "sub_mchid": cfg["sub_mchid"], **common}}
 
 
 def main(argv=None):
@@ -1164,8 +1351,12 @@ def main(argv=None):
         "public_key_id": creds.pub_key_id,
         "apiv3_key": creds.apiv3_key,
         "dir": directory,
+        "client_config": os.path.join(directory, "client.json"),
+        "client_config_institutional": os.path.join(directory, "client-institutional.json"),
     }
     json_path = os.path.join(directory, "sandbox.json")
+    for name, options in client_configs(sb.config).items():     # they hold the APIv3 key
+        write_json_atomic(os.path.join(directory, name), options, private=True)
 
     def stop(signum, frame):
         try:
@@ -1183,6 +1374,8 @@ def main(argv=None):
     print(f"sandbox: ready pid {os.getpid()} api {sb.config['base_url']} "
           f"control {sb.config['control_url']}", flush=True)
     print(f"sandbox: CA {sb.config['ca_file']}  credentials {json_path}", flush=True)
+    print(f"sandbox: client config {sb.config['client_config']} "
+          f"(and {sb.config['client_config_institutional']})", flush=True)
     while True:
         signal.pause()
 
