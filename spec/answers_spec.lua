@@ -101,7 +101,7 @@ describe("answers bound to their requests", function()
   it("an answer naming no order, or the order in no field the call used, is BAD_RESPONSE", function()
     local Orders = require "wxpay.orders"
     local common = { mode = "common", mchid = "1900000109" }
-    local function check(kind, id, order) return Orders.binding_error(common, kind, id, nil, order) end
+    local function check(kind, id, order) return Orders._binding_error(common, kind, id, nil, order) end
     assert.matches("names no order", check("out-trade-no", "A1", { trade_state = "SUCCESS" }))
     assert.matches("names no order", check("id", "42", { out_trade_no = "A1", trade_state = "SUCCESS" }))
     assert.matches("transaction", check("id", "42", { id = "42", transaction_id = "43", trade_state = "SUCCESS" }))
@@ -185,7 +185,7 @@ describe("replayed answers", function()
 
   describe("the nonce memory", function()
     it("forgets nonces once their timestamp is out of the window", function()
-      local m = Verify.new_nonce_memory(10)
+      local m = Verify._new_nonce_memory(10)
       assert.is_true((m:admit("S", "n1", 1000, 1000)))
       local ok, why = m:admit("S", "n1", 1000, 1100)
       assert.is_false(ok)
@@ -197,7 +197,7 @@ describe("replayed answers", function()
     end)
 
     it("at its cap refuses what it can no longer rule out, never a silent replay", function()
-      local m = Verify.new_nonce_memory(3)
+      local m = Verify._new_nonce_memory(3)
       for i = 1, 3 do assert.is_true((m:admit("S", "n" .. i, 1000 + i, 1003))) end
       -- full: the oldest second (1001) is dropped and becomes the floor
       assert.is_true((m:admit("S", "n4", 1004, 1004)))

@@ -57,7 +57,7 @@ function Certificates:_download()
       { status = r.status, request_id = rid, verified = false })
   end
   -- the same nonce memory as every other verified answer: a replayed download counts once
-  local fresh_nonce, why = Verify.admit_nonce(serial, nonce, ts, t)
+  local fresh_nonce, why = Verify._admit_nonce(serial, nonce, ts, t)
   if not fresh_nonce then
     for _, e in ipairs(list) do e.key:close() end
     return nil, errors.new(errors.BAD_SIGNATURE, "certificate download: " .. why,

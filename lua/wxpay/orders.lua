@@ -62,7 +62,7 @@ end
 local function meta_of(r)
   return { request_id = r.headers["request-id"], status = r.status, ms = r.ms, base_url = r.base_url }
 end
-Orders.meta_of = meta_of
+Orders._meta_of = meta_of
 
 function Orders:_revoke(kind, id, sub, opt)
   local target, body = self:_revoke_request(kind, id, sub)
@@ -83,7 +83,7 @@ end
 -- (nil when it is): the id the call used must be there and equal, every
 -- merchant field it carries must be this client's (and the call's sub_mchid),
 -- and it must have a trade_state.  `c` is the client (mode, mchid, sp_mchid).
-function Orders.binding_error(c, kind, id, sub, order)
+function Orders._binding_error(c, kind, id, sub, order)
   if kind == "out-trade-no" then
     local got = order.out_trade_no
     if got == nil then return "the answer names no order (no out_trade_no)" end
@@ -133,7 +133,7 @@ function Orders:_query(kind, id, sub, opt)
   if type(order) ~= "table" then
     return nil, errors.new(errors.BAD_RESPONSE, "the order query answer is not a JSON object", fields)
   end
-  local why = Orders.binding_error(self, kind, id, sub, order)
+  local why = Orders._binding_error(self, kind, id, sub, order)
   if why then
     self:_log("warn", "query answer refused", { request_id = fields.request_id, reason = why })
     return nil, errors.new(errors.BAD_RESPONSE, "signed query answer refused: " .. why, fields)

@@ -60,6 +60,7 @@ function M.curl(opts)
     if not session then
       local s, err = core.session {
         ca_file = opts.ca_file,
+        proxy = opts.proxy,   -- nil: no proxy, whatever the environment says; "env": its variables
         connect_timeout_ms = opts.connect_timeout_ms,
         timeout_ms = opts.timeout_ms,
         max_body = opts.max_body,

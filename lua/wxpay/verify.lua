@@ -31,7 +31,7 @@ Verify.NONCE_CAP = NONCE_CAP
 local Nonces = {}
 Nonces.__index = Nonces
 
-function Verify.new_nonce_memory(cap)
+function Verify._new_nonce_memory(cap)
   return setmetatable({ cap = cap or NONCE_CAP, seen = {}, buckets = {}, n = 0, floor = nil }, Nonces)
 end
 
@@ -98,12 +98,12 @@ function Nonces:admit(serial, nonce, ts, now)
 end
 
 -- One memory for the process: every client, every kind of message.
-local nonces = Verify.new_nonce_memory()
-Verify.nonces = nonces
+local nonces = Verify._new_nonce_memory()
+Verify._nonces = nonces
 
 --- Checks a message that already verified for a replayed nonce and remembers
 -- it.  Used by _verify and by the certificate download's own verification.
-function Verify.admit_nonce(serial, nonce, ts, t)
+function Verify._admit_nonce(serial, nonce, ts, t)
   return nonces:admit(serial, nonce, tonumber(ts), t or now())
 end
 
@@ -140,7 +140,7 @@ function Verify:_verify(r)
     return false, "the answer's signature does not verify"
   end
   -- only a verified answer is remembered: unsigned junk cannot fill the memory
-  return Verify.admit_nonce(serial, nonce, ts, t)
+  return Verify._admit_nonce(serial, nonce, ts, t)
 end
 
 return Verify
