@@ -45,9 +45,9 @@ local function drop_bucket(self, t)
   self.buckets[t] = nil
 end
 
--- Forgets every second that is out of the window at `now`.
-function Nonces:prune(now)
-  local limit = now - CLOCK_SKEW
+-- Forgets every second that is out of the window at local time `at`.
+function Nonces:prune(at)
+  local limit = at - CLOCK_SKEW
   if self.low and self.low < limit then
     if limit - self.low <= 2 * CLOCK_SKEW + 1 then
       for t = self.low, limit - 1 do drop_bucket(self, t) end
@@ -69,9 +69,9 @@ local function lowest(self)
 end
 
 --- Admits a verified answer's nonce once: true, or false and why.
--- `ts` is its (already range-checked) timestamp, `now` the local time.
-function Nonces:admit(serial, nonce, ts, now)
-  self:prune(now)
+-- `ts` is its (already range-checked) timestamp, `at` the local time.
+function Nonces:admit(serial, nonce, ts, at)
+  self:prune(at)
   local key = serial .. "\0" .. nonce
   if self.seen[key] then return false, "replayed answer" end
   if self.floor and ts <= self.floor then
