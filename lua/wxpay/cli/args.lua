@@ -353,6 +353,7 @@ function M.show_value(k, v)
   if k == "apiv3_key" then
     return type(v) == "string" and ("(hidden, %d bytes)"):format(#v) or "(hidden)"
   end
+  if k == "proxy" and type(v) == "string" then v = v:gsub("//[^/]*@", "//(credentials hidden)@") end
   if type(v) == "table" then
     local parts = {}
     for i, x in ipairs(v) do parts[i] = M.show_value(k, x) end
