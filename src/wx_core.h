@@ -26,9 +26,22 @@ size_t wx_b64_encode(const unsigned char *in, size_t n, char *out);
  * or -1 when the input is not canonical base64. */
 long wx_b64_decode(const char *in, size_t n, unsigned char *out);
 
+/* ---- fork -------------------------------------------------------------- */
+
+/* Registers (once) the pthread_atfork handlers that keep per-process state
+ * from crossing a fork(): the nonce pool is wiped and the connection pools
+ * are forgotten in the child.  Called by every function that needs it. */
+void wx_fork_init(void);
+/* How many times this process's ancestry forked since wx_fork_init: a child
+ * sees a larger number than the parent had.  No syscall. */
+unsigned long wx_fork_generation(void);
+
 /* ---- randomness ------------------------------------------------------- */
 
-/* n alphanumerics from the CSPRNG into out (no NUL added). 0 or -1. */
+/* n alphanumerics from the CSPRNG into out (no NUL added). 0 or -1.
+ * Random bytes come from a 4 KiB pool refilled by RAND_bytes (one call per
+ * ~120 nonces of 32), wiped as they are used and discarded after fork();
+ * rejection sampling keeps every alphanumeric equally likely.  Thread-safe. */
 int wx_nonce(char *out, size_t n);
 
 /* ---- keys --------------------------------------------------------------- */
@@ -53,6 +66,9 @@ EVP_PKEY *wx_cert_from_pem(const char *pem, size_t len, wx_cert_info *info,
 
 /* ---- RSASSA-PKCS1-v1_5 with SHA-256 ------------------------------------ */
 
+/* Stateless forms (a fresh context per call): the reference the fuzzers
+ * compare the wx_key forms with. */
+
 /* Signs msg; writes the base64 signature (NUL-terminated) to out, which must
  * hold wx_b64_encoded_size(EVP_PKEY_get_size(key)) bytes. Returns its length
  * or -1. */
@@ -64,6 +80,27 @@ long wx_sign_b64(EVP_PKEY *key, const void *msg, size_t len, char *out,
 int wx_verify_b64(EVP_PKEY *key, const void *msg, size_t len,
                   const char *sig_b64, size_t sig_len);
 
+/* ---- keys with their contexts ------------------------------------------ */
+
+/* A key together with an EVP_PKEY_CTX initialised once for RSA PKCS#1 v1.5
+ * with SHA-256 (signing for a private key, verifying for a public one) and a
+ * digest context: no context is created or freed per call.  After an
+ * OpenSSL failure the context is initialised afresh on the next use and the
+ * error queue is cleared.  One thread at a time per wx_key (a Lua state). */
+typedef struct wx_key wx_key;
+
+/* Takes ownership of pkey, also on failure. */
+wx_key *wx_key_new(EVP_PKEY *pkey, int signing, const char **err);
+void wx_key_free(wx_key *k);
+EVP_PKEY *wx_key_pkey(const wx_key *k);
+int wx_key_bits(const wx_key *k);
+/* As wx_sign_b64 / wx_verify_b64, on the key's own contexts.  Verifying with
+ * a signing key, or signing with a verifying one, fails. */
+long wx_key_sign_b64(wx_key *k, const void *msg, size_t len, char *out,
+                     const char **err);
+int wx_key_verify_b64(wx_key *k, const void *msg, size_t len,
+                      const char *sig_b64, size_t sig_len);
+
 /* ---- AES-256-GCM (platform certificate download) ----------------------- */
 
 /* Decrypts ct (ciphertext with the 16-byte tag appended) into out, which must
@@ -74,6 +111,41 @@ long wx_aes256gcm_decrypt(const unsigned char *key, size_t key_len,
                           const unsigned char *aad, size_t aad_len,
                           const unsigned char *ct, size_t ct_len,
                           unsigned char *out, const char **err);
+
+/* ---- private files ------------------------------------------------------ */
+
+/* Errors of these functions are written to err (errlen bytes): the path and
+ * the system's reason, never a byte of the file. */
+
+#define WX_KEY_FILE_MAX 65536
+
+/* A whole regular file of at most max_bytes: open(O_RDONLY | O_CLOEXEC,
+ * plus O_NOFOLLOW when nofollow), fstat, read.  *data is malloc'd and
+ * NUL-terminated (free it; cleanse it first if secret); *mode (if not NULL)
+ * gets the permission bits.  0 or -1. */
+int wx_read_file(const char *path, size_t max_bytes, int nofollow, char **data,
+                 size_t *len, unsigned *mode, char *err, size_t errlen);
+
+/* A private key from a PEM file (at most WX_KEY_FILE_MAX bytes; a symbolic
+ * link is followed: a linked key path is legitimate).  The buffer that held
+ * the PEM is cleansed before it is freed, on every path.  *mode gets the
+ * file's permission bits, so the caller can warn about group/other access. */
+EVP_PKEY *wx_private_key_from_file(const char *path, unsigned *mode, char *err,
+                                   size_t errlen);
+
+/* Makes sure path is a private directory: created with mode 0700 when
+ * missing (one level: the parent must exist); refused when it is a symbolic
+ * link, not a directory, owned by another user, or writable by group or
+ * others.  0 or -1. */
+int wx_private_dir(const char *path, char *err, size_t errlen);
+
+/* Replaces path atomically: a temporary file beside it (random name,
+ * O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600), written, fsync'd and renamed
+ * over path (a symbolic link at path is replaced, its target untouched); the
+ * temporary file is removed on failure.  Readers see the old or the new
+ * content, never a mix, whoever else writes at the same time.  0 or -1. */
+int wx_write_private(const char *path, const void *data, size_t len, char *err,
+                     size_t errlen);
 
 /* ---- growable byte buffer ---------------------------------------------- */
 
