@@ -170,8 +170,15 @@ int wx_parse_header_line(const char *line, size_t len,
 
 typedef struct wx_session wx_session;
 
+/* proxy value meaning "whatever the environment says" (https_proxy & co.) */
+#define WX_PROXY_ENV "env"
+
 typedef struct wx_session_opts {
-    const char *ca_file;          /* NULL: the system's bundle */
+    const char *ca_file;          /* NULL: the system's bundle and CA directory;
+                                     else exactly this file (no CA directory) */
+    const char *proxy;            /* NULL: no proxy, the environment is ignored;
+                                     WX_PROXY_ENV: libcurl's environment proxy;
+                                     else a proxy URL ("http://host:port") */
     long connect_timeout_ms;
     long timeout_ms;
     size_t max_body;              /* answers larger than this are refused */
@@ -202,34 +209,55 @@ typedef struct wx_response {
 int wx_http_global_init(void);
 const char *wx_http_curl_version(void);
 
+/* Connection pools.  Every session and multi handle attaches to a
+ * process-wide, refcounted libcurl share (connections, TLS sessions, DNS)
+ * keyed by (ca_file, proxy, thread): a thousand sessions with the same
+ * settings use one keep-alive connection.  Objects may be freed in any
+ * order; the pool goes with its last user.  After fork() the child never
+ * touches the parent's pools: objects made before the fork move to a fresh
+ * pool when next used (a multi handle only when it has nothing in flight).
+ * wx_http_pool_count() is the number of live pools of this process. */
+int wx_http_pool_count(void);
+
+/* A session: one easy handle driven on its own multi handle through
+ * curl_multi_socket_action (libcurl's response handling, fewer syscalls). */
 wx_session *wx_session_new(const wx_session_opts *o, const char **err);
 void wx_session_free(wx_session *s);
 
-/* One exchange.  headers is an array of nheaders "Name: value" strings.
- * Per-call timeouts <= 0 mean the session's defaults.  resp is filled in
- * (call wx_response_free afterwards) and err is returned. */
+/* One exchange.  headers is an array of nheaders "Name: value" strings
+ * (copied into the session's buffers, reused as is when unchanged).
+ * Per-call timeouts and max_body <= 0 mean the session's defaults.  resp is
+ * filled in (call wx_response_free afterwards) and err is returned. */
 int wx_session_perform(wx_session *s, const char *method, const char *url,
                        const char *const *headers, size_t nheaders,
                        const char *body, size_t body_len,
-                       long timeout_ms, long connect_timeout_ms,
+                       long timeout_ms, long connect_timeout_ms, size_t max_body,
                        wx_response *resp);
 void wx_response_free(wx_response *r);
 
-/* Many exchanges at once over one connection cache (libcurl multi).  The
- * caller adds up to capacity transfers, runs, and takes finished ones; no
- * callback ever leaves C, so a Lua scheduler drives it. */
+/* Many exchanges at once over the pool (libcurl multi).  The caller adds up
+ * to capacity transfers, runs, and takes finished ones; no callback ever
+ * leaves C, so a Lua scheduler drives it. */
 typedef struct wx_multi wx_multi;
 wx_multi *wx_multi_new(const wx_session_opts *o, int max_parallel, const char **err);
 void wx_multi_free(wx_multi *m);
+/* -1 with *err when all slots are busy, or when id is already in flight or
+ * finished and not yet taken (ids must not be recycled before they are
+ * taken), or after a fork with transfers in flight. */
 int wx_multi_add(wx_multi *m, long id, const char *method, const char *url,
                  const char *const *headers, size_t nheaders,
                  const char *body, size_t body_len,
-                 long timeout_ms, long connect_timeout_ms, const char **err);
+                 long timeout_ms, long connect_timeout_ms, size_t max_body,
+                 const char **err);
 /* Drives the transfers until at least one finished or timeout_ms passed
- * (<= 0: until one finished); returns how many finished ones wait. */
-int wx_multi_run(wx_multi *m, long timeout_ms);
+ * (<= 0: until one finished); returns how many finished ones wait, or -1
+ * with *err (after a fork with transfers in flight). */
+int wx_multi_run(wx_multi *m, long timeout_ms, const char **err);
 /* Takes one finished transfer: its id and response (free it). 1, or 0. */
 int wx_multi_next(wx_multi *m, long *id, wx_response *resp);
+/* Removes and frees every transfer, in flight (libcurl closes its
+ * connection) or finished and not taken: the handle is empty and reusable. */
+void wx_multi_abort_all(wx_multi *m);
 int wx_multi_active(const wx_multi *m);
 int wx_multi_capacity(const wx_multi *m);
 
