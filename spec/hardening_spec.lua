@@ -186,6 +186,36 @@ describe("config files (13 §4)", function()
   end)
 end)
 
+describe("the private key file (13 §4)", function()
+  it("a private_key path is read and parsed in C (core.load_private_key_file), never as a Lua string", function()
+    local core = require "wxpay.core"
+    local from_file, from_pem = 0, 0
+    local real_file, real_pem = core.load_private_key_file, core.load_private_key
+    core.load_private_key_file = function(...) from_file = from_file + 1 return real_file(...) end
+    core.load_private_key = function(...) from_pem = from_pem + 1 return real_pem(...) end
+    local ok, c = pcall(wxpay.new, sb:options())
+    core.load_private_key_file, core.load_private_key = real_file, real_pem
+    assert.is_true(ok, tostring(c))
+    assert.truthy(c)
+    c:close()
+    assert.equal(1, from_file)
+    assert.equal(0, from_pem)
+  end)
+
+  it("a file that holds no key is a CONFIG_ERROR without its content", function()
+    local path = tmp .. "/not-a-key.pem"
+    H.write(path, "-----BEGIN PRIVATE KEY-----\nTUFOWVNFQ1JFVEJZVEVT\n-----END PRIVATE KEY-----\n")
+    H.sh("chmod 600 " .. q(path))
+    local c, err = wxpay.new(sb:options { private_key = path })
+    assert.is_nil(c)
+    assert.equal(errors.CONFIG_ERROR, err.code)
+    assert.is_nil(tostring(err):find("TUFOWVNFQ1JFVEJZVEVT", 1, true))
+    local missing, merr = wxpay.new(sb:options { private_key = "TUFOWVNFQ1JFVEJZVEVTYWJjZGVm" })
+    assert.is_nil(missing)
+    assert.is_nil(tostring(merr):find("TUFOWVNFQ1JFVEJZVEVTYWJjZGVm", 1, true))
+  end)
+end)
+
 describe("the proxy option (13 §4)", function()
   it("is validated", function()
     local bad = { "ftp://127.0.0.1:3128", "127.0.0.1:3128", "http://", "http://a b", "http://x\r\n", 42, true }

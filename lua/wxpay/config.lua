@@ -237,7 +237,12 @@ function M.load(opts)
     local rerr = util.read_file_error(opts.private_key)
     if rerr then return util.config_error("private_key is not readable: " .. rerr) end
     key, kerr = core.load_private_key_file(opts.private_key)
-    if not key then return util.config_error("private_key: " .. tostring(kerr)) end
+    if not key then
+      kerr = tostring(kerr)
+      local p = opts.private_key
+      if kerr:sub(1, #p + 2) == p .. ": " then kerr = util.show_path(p) .. kerr:sub(#p + 1) end
+      return util.config_error("private_key: " .. kerr)
+    end
     M.warn_exposed(opts.private_key, "private key file", o.logger)
   else
     local pem, path, rerr = util.pem_or_path(opts.private_key)
