@@ -1,7 +1,7 @@
 --- The HTTP seam.  A transport is `function(req) -> {status=, headers=, body=}
 -- | nil, err` with req = {method=, url=, headers=, body=, timeout_ms=,
 -- connect_timeout_ms=}.  Signing and verification happen above this line and
--- are shared by every transport.
+-- are shared by every transport.  Must not: sign, verify or see key material.
 local core = require "wxpay.core"
 local errors = require "wxpay.errors"
 
