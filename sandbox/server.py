@@ -4,7 +4,8 @@
 An HTTPS server on 127.0.0.1 that speaks the part of the WeChat Pay Global API v3
 the wxpay library uses (revoke, query, platform certificates), verifies every request
 the way WeChat does and signs every answer, plus a plain-HTTP control endpoint to seed
-orders, inject faults and read counters.  See README.md beside this file.
+orders, inject faults, limit the rate, send signed and encrypted notifications to a
+merchant's handler on loopback, and read counters.  See README.md beside this file.
 
 Runs on Debian's /usr/bin/python3 with python3-cryptography only; it never loads the
 project's C code.
@@ -37,6 +38,7 @@ import threading
 import time
 import traceback
 import urllib.parse
+import uuid
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -93,6 +95,16 @@ REVOKE_RE = re.compile(r"/v3/global/micropay/transactions/(id|out-trade-no)/([^/
 QUERY_RE = re.compile(r"/v3/global/transactions/(id|out-trade-no)/([^/]*)")
 CERTS_PATH = "/v3/global/certificates"
 
+# notifications (POST /notify, /notify/send, /orders/{no}/pay)
+NOTIFY_RETRIES = (0.2, 0.5, 1.0, 2.0)   # seconds before tries 2..5 (WeChat: 15 s, 15 s, 30 s, 3 min, ...)
+NOTIFY_TIMEOUT = 2.0                     # seconds a try may take
+NOTIFY_MUTATIONS = ("bad_signature", "other_key", "stale", "unknown_serial", "wrong_algorithm",
+                    "wrong_aad", "other_apiv3_key", "truncated_ciphertext", "not_json_body",
+                    "plaintext_not_json", "no_headers", "public_key")
+SUMMARIES = {"TRANSACTION.SUCCESS": "支付成功", "REFUND.SUCCESS": "退款成功",
+             "REFUND.ABNORMAL": "退款异常", "REFUND.CLOSED": "退款关闭"}
+NOTIFY_USER_AGENT = "Mozilla/4.0 (wxpay-sandbox notification)"
+
 # /stats counters, all zeroed by POST /reset
 STATS = ("requests", "connections", "handshakes", "downloads", "revokes", "queries", "refunds",
          "rejected", "ratelimited", "notifications", "notification_attempts",
@@ -137,6 +149,17 @@ def other_value(value, make):
 
 def compact_json(obj):
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def utf8_json(obj):
+    """Compact JSON with non-ASCII text as UTF-8, as WeChat writes notification bodies."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sign_message(key, ts, nonce, body):
+    """RSA-SHA256 PKCS#1 v1.5 over TS\nNONCE\nBODY\n (protocol.md section 3): answers
+    and notifications are signed alike."""
+    return key.sign(f"{ts}\n{nonce}\n".encode() + body + b"\n", padding.PKCS1v15(), hashes.SHA256())
 
 
 # --------------------------------------------------------------------------- keys
@@ -435,6 +458,7 @@ class Order:
         self.trade_state, self.created_at = trade_state, created_at
         self.scope, self.total = scope, total      # scope: (mchid,) or (sp_mchid, sub_mchid)
         self.refunds = self.revokes = 0
+        self.paid_at = created_at if trade_state in ("SUCCESS", "REFUND") else None
 
     def ids(self):
         if len(self.scope) == 1:
@@ -447,14 +471,34 @@ class Order:
                 "trade_state_desc": TRADE_STATES[self.trade_state],
                 "amount": {"total": self.total, "currency": "HKD",
                            "payer_total": round(self.total * 0.92), "payer_currency": "CNY"},
-                "create_time": rfc3339(self.created_at)}
+                "create_time": rfc3339(self.created_at),
+                **({"success_time": rfc3339(self.paid_at)}
+                   if self.paid_at is not None and self.trade_state in ("SUCCESS", "REFUND")
+                   else {})}
+
+    def transaction_json(self):
+        """The TRANSACTION.SUCCESS resource: the query answer, with transaction_id too."""
+        obj = self.api_json()
+        return {"id": obj.pop("id"), "transaction_id": self.transaction_id, **obj}
+
+    def refund_json(self):
+        """The REFUND.SUCCESS resource for the refund a revoke of a paid order makes."""
+        payer_total = round(self.total * 0.92)
+        return {**self.ids(), "out_trade_no": self.out_trade_no,
+                "transaction_id": self.transaction_id,
+                "out_refund_no": ("REVOKE-" + self.out_trade_no)[:64],
+                "refund_id": "50" + rand_digits(26), "refund_status": "SUCCESS",
+                "success_time": rfc3339(time.time()),
+                "amount": {"total": self.total, "refund": self.total, "currency": "HKD",
+                           "payer_total": payer_total, "payer_refund": payer_total,
+                           "payer_currency": "CNY"}}
 
     def control_json(self):
         return {"out_trade_no": self.out_trade_no, "transaction_id": self.transaction_id,
                 **self.ids(), "mode": "common" if len(self.scope) == 1 else "institutional",
                 "trade_state": self.trade_state, "created_at": self.created_at,
                 "create_time": rfc3339(self.created_at), "total": self.total,
-                "refunds": self.refunds, "revokes": self.revokes}
+                "paid_at": self.paid_at, "refunds": self.refunds, "revokes": self.revokes}
 
 
 # ----------------------------------------------------------------------- sandbox
@@ -473,6 +517,7 @@ class Sandbox:
         self.tls.minimum_version = ssl.TLSVersion.TLSv1_2
         self.tls.load_cert_chain(creds.file("server_cert.pem"), creds.file("server_key.pem"))
         self.config = {}
+        self.notifier = Notifier(self)
         self.reset()
 
     def reset(self):
@@ -485,6 +530,7 @@ class Sandbox:
             self.ratelimit = None          # {"per_second", "include_queries"} or None
             self.admitted = collections.deque()     # monotonic times inside the window
             self.answers = collections.OrderedDict()  # (method, path) -> (status, bytes)
+            self.notifier.reset()
 
     def count(self, name, n=1):
         with self.lock:
@@ -697,8 +743,7 @@ class Sandbox:
         if resp.effect == "stale_timestamp":
             ts -= resp.params.get("seconds", 600)
         nonce = rand_alnum(32)
-        sig = key.sign(f"{ts}\n{nonce}\n".encode() + body + b"\n",
-                       padding.PKCS1v15(), hashes.SHA256())
+        sig = sign_message(key, ts, nonce, body)
         if resp.effect == "flip_signature":
             sig = bytearray(sig)
             sig[len(sig) // 2] ^= 0x01
@@ -918,15 +963,44 @@ class Sandbox:
                 return error_response(403, "TRADE_ERROR", None, issue=(
                     "the order has been refunded and cannot be revoked"),
                     field="trade_state", value=order.trade_state)
+            refund = None
             if apply:
                 if order.trade_state == "SUCCESS":
                     order.trade_state = "REVOKED"
                     order.refunds += 1
                     self.stats["refunds"] += 1
+                    refund = order.refund_json()
                 elif order.trade_state in ("NOTPAY", "USERPAYING", "PAYERROR"):
                     order.trade_state = "CLOSED"
                 order.revokes += 1
+        if refund is not None and self.notifier.config["on_revoke"]:
+            self.notifier.enqueue("REFUND.SUCCESS", refund)     # sent from its own thread
         return Response(204, b"")
+
+    def pay(self, no, want):
+        """POST /orders/{no}/pay: the order becomes SUCCESS, TRANSACTION.SUCCESS is sent."""
+        for key, value in want.items():
+            if key not in ("mchid", "sp_mchid", "sub_mchid"):
+                raise ControlError(f"unknown field {key!r} (give mchid or sp_mchid+sub_mchid)")
+            if not isinstance(value, str):
+                raise ControlError(f"{key} must be a string")
+        with self.lock:
+            found = [o for o in self.orders if o.out_trade_no == no
+                     and all(o.ids().get(k) == v for k, v in want.items())]
+            if not found:
+                return 404, {"error": f"no order {no}"}
+            order = found[-1]
+            if order.trade_state in ("NOTPAY", "USERPAYING", "PAYERROR"):
+                order.trade_state = "SUCCESS"
+                order.paid_at = int(time.time())
+            elif order.trade_state != "SUCCESS":
+                return 409, {"error": f"order {no} is {order.trade_state}: only NOTPAY, "
+                                      f"USERPAYING, PAYERROR (or SUCCESS again) can be paid"}
+            if order.paid_at is None:
+                order.paid_at = int(time.time())
+            resource, result = order.transaction_json(), order.control_json()
+        return 200, {"order": result,
+                     "notification": self.notifier.enqueue("TRANSACTION.SUCCESS", resource)}
 
     def query(self, kind, raw_key, query, auth):
         fields = {}
@@ -965,6 +1039,325 @@ class Sandbox:
                     "associated_data": "certificate",
                     "ciphertext": base64.b64encode(ciphertext).decode()}})
         return json_response(200, {"data": data})
+
+
+# ------------------------------------------------------------------- notifications
+
+def loopback_target(url, ca_file=None):
+    """Where a notification may go: an http(s) URL on the loopback interface only."""
+    if not isinstance(url, str) or not url or len(url) > 2048:
+        raise ControlError("url must be a non-empty string")
+    if not re.fullmatch(r"[!-~]+", url):
+        raise ControlError("url must be printable ASCII without spaces (percent-encode the rest)")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise ControlError(f"url is not a valid URL ({e})")
+    if parts.scheme not in ("http", "https"):
+        raise ControlError("url must start with http:// or https://")
+    if parts.username is not None or parts.password is not None:
+        raise ControlError("url must not carry user info")
+    host = parts.hostname or ""
+    if host != "localhost":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ControlError("url must be on the loopback interface: 127.0.0.0/8, "
+                               "localhost or [::1]")
+    if ca_file is not None:
+        if parts.scheme != "https":
+            raise ControlError("ca_file is only for https:// URLs")
+        if not isinstance(ca_file, str) or not os.path.isabs(ca_file):
+            raise ControlError("ca_file must be an absolute path")
+        try:
+            ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as e:
+            raise ControlError(f"ca_file is not a usable CA file ({e})")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    netloc = parts.netloc
+    return {"url": url, "scheme": parts.scheme, "host": host,
+            "port": port or (443 if parts.scheme == "https" else 80),
+            "netloc": netloc, "path": path, "ca_file": ca_file}
+
+
+class Note:
+    """One notification: its body is fixed, each try is signed anew."""
+
+    def __init__(self, nid, event_type, body, plaintext, mutate, signing):
+        self.id, self.event_type, self.body, self.plaintext = nid, event_type, body, plaintext
+        self.mutate, self.signing = mutate, signing
+        self.target, self.timeout, self.retries, self.gen = None, NOTIFY_TIMEOUT, (), 0
+
+
+class Notifier:
+    """WeChat Pay's notifications to the merchant's handler (loopback URLs only)."""
+
+    def __init__(self, sb):
+        self.sb = sb
+        self.gen = 0                  # bumped by reset: older deliveries stop
+        self.stranger = None          # the key of the other_key mutation, made on first use
+        self.config = {"on_revoke": False}
+
+    def reset(self):
+        with self.sb.lock:
+            self.gen += 1
+            self.config = {"url": None, "ca_file": None, "on_revoke": False,
+                           "retries": list(NOTIFY_RETRIES), "timeout": NOTIFY_TIMEOUT,
+                           "target": None}
+            self.log = collections.deque(maxlen=LOG_SIZE)
+
+    def config_json(self):
+        with self.sb.lock:
+            return {k: v for k, v in self.config.items() if k != "target"}
+
+    def configure(self, spec):
+        if not isinstance(spec, dict):
+            raise ControlError("body must be a JSON object")
+        for key in spec:
+            if key not in ("url", "ca_file", "on_revoke", "retries", "timeout"):
+                raise ControlError(f"unknown field {key!r}")
+        url, ca_file = spec.get("url"), spec.get("ca_file")
+        target = loopback_target(url, ca_file) if url is not None else None
+        if url is None and ca_file is not None:
+            raise ControlError("ca_file needs an https url")
+        on_revoke = spec.get("on_revoke", False)
+        if not isinstance(on_revoke, bool):
+            raise ControlError("on_revoke must be a boolean")
+        retries = spec.get("retries", list(NOTIFY_RETRIES))
+        if (not isinstance(retries, list) or len(retries) > 20 or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 60
+                for x in retries)):
+            raise ControlError("retries must be a list of at most 20 delays of 0-60 seconds")
+        timeout = spec.get("timeout", NOTIFY_TIMEOUT)
+        if (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
+                or not 0.05 <= timeout <= 60):
+            raise ControlError("timeout must be 0.05-60 seconds")
+        with self.sb.lock:
+            self.config = {"url": url, "ca_file": ca_file, "on_revoke": on_revoke,
+                           "retries": retries, "timeout": timeout, "target": target}
+        return self.config_json()
+
+    # -- the wire format ----------------------------------------------------------
+    def build(self, event_type, resource, summary=None, original_type=None,
+              associated_data=None, nid=None, mutate=None, signing=None):
+        """The body WeChat posts, with resource encrypted under the APIv3 key."""
+        original_type = original_type or event_type.split(".")[0].lower()
+        aad = original_type if associated_data is None else associated_data
+        plaintext = (b"<xml><return_code>SUCCESS</return_code></xml>"
+                     if mutate == "plaintext_not_json" else utf8_json(resource))
+        key = self.sb.creds.apiv3_key
+        if mutate == "other_apiv3_key":
+            key = other_value(key, lambda: rand_alnum(32))
+        nonce = rand_alnum(12)
+        sealed = AESGCM(key.encode()).encrypt(nonce.encode(), plaintext, aad.encode())
+        if mutate == "truncated_ciphertext":
+            sealed = sealed[:len(sealed) // 2]
+        if mutate == "wrong_aad":
+            aad = "refund" if aad != "refund" else "transaction"
+        nid = nid or str(uuid.uuid4())
+        body = utf8_json({
+            "id": nid, "create_time": rfc3339(time.time()),
+            "resource_type": "encrypt-resource", "event_type": event_type,
+            "summary": SUMMARIES.get(event_type, event_type) if summary is None else summary,
+            "resource": {
+                "original_type": original_type,
+                "algorithm": "AEAD_AES_128_GCM" if mutate == "wrong_algorithm" else "AEAD_AES_256_GCM",
+                "ciphertext": base64.b64encode(sealed).decode(),
+                "associated_data": aad, "nonce": nonce}})
+        if mutate == "not_json_body":
+            body = body[:-2]                       # the closing braces cut off
+        return Note(nid, event_type, body, plaintext, mutate, signing)
+
+    def headers(self, note, netloc=None):
+        """The request headers of one try: signed now, with a fresh timestamp and nonce."""
+        sb, mutate = self.sb, note.mutate
+        signing = "public_key" if mutate == "public_key" else note.signing
+        with sb.lock:
+            if signing == "public_key":
+                key, serial = sb.creds.pub_key_private, sb.creds.pub_key_id
+            elif signing == "certificate":
+                key, serial = sb.current.key, sb.current.serial
+            else:                                   # as the API answers are signed now
+                key, serial = sb.signer()
+        if mutate == "other_key":
+            if self.stranger is None:             # made outside the lock: it takes a while
+                stranger = new_key()
+                with sb.lock:
+                    self.stranger = self.stranger or stranger
+            key = self.stranger
+        if mutate == "unknown_serial":
+            serial = format(new_serial(), "X")
+        ts = int(time.time()) - (600 if mutate == "stale" else 0)
+        nonce = rand_alnum(32)
+        signed = note.body + b"x" if mutate == "bad_signature" else note.body
+        sig = base64.b64encode(sign_message(key, ts, nonce, signed)).decode()
+        h = [("Host", netloc)] if netloc else []
+        if mutate != "no_headers":
+            h += [("Wechatpay-Timestamp", str(ts)), ("Wechatpay-Nonce", nonce),
+                  ("Wechatpay-Signature", sig), ("Wechatpay-Serial", serial),
+                  ("Wechatpay-Signature-Type", SCHEME)]
+        h += [("Content-Type", "application/json"), ("Content-Length", str(len(note.body))),
+              ("User-Agent", NOTIFY_USER_AGENT)]
+        if netloc:
+            h.append(("Connection", "close"))
+        return h
+
+    def post(self, target, headers, body, timeout):
+        """One POST: (status or None, error or None, the answer's first bytes)."""
+        sock = None
+        try:
+            addrs = [ai for ai in socket.getaddrinfo(target["host"], target["port"],
+                                                      type=socket.SOCK_STREAM)
+                     if ipaddress.ip_address(ai[4][0].split("%")[0]).is_loopback]
+            if not addrs:
+                return None, f"{target['host']} does not resolve to a loopback address", b""
+            error = None
+            for family, kind, proto, _, addr in addrs:
+                candidate = socket.socket(family, kind, proto)
+                try:
+                    candidate.settimeout(timeout)
+                    candidate.connect(addr)
+                    sock = candidate
+                    break
+                except OSError as e:
+                    candidate.close()
+                    error = e
+            if sock is None:
+                raise error
+            if target["scheme"] == "https":
+                ctx = ssl.create_default_context(
+                    cafile=target["ca_file"] or self.sb.creds.file("ca.pem"))
+                sock = ctx.wrap_socket(sock, server_hostname=target["host"])
+            head = f"POST {target['path']} HTTP/1.1\r\n" + "".join(
+                f"{name}: {value}\r\n" for name, value in headers) + "\r\n"
+            sock.sendall(head.encode("latin-1") + body)
+            resp = http.client.HTTPResponse(sock, method="POST")
+            resp.begin()
+            answer = resp.read(65536)
+            return resp.status, None, answer
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            return None, f"{type(e).__name__}: {e}", b""
+        finally:
+            if sock is not None:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def attempt(self, note, n, headers=None):
+        """One try of note, logged and counted.  Returns (headers, status, error, answer)."""
+        headers = headers or self.headers(note, note.target["netloc"])
+        with self.sb.lock:
+            if note.gen == self.gen:
+                self.sb.stats["notification_attempts"] += 1
+        status, error, answer = self.post(note.target, headers, note.body, note.timeout)
+        with self.sb.lock:
+            if note.gen == self.gen:
+                if status in (200, 204):
+                    self.sb.stats["notification_acks"] += 1
+                self.log.append({"id": note.id, "event_type": note.event_type, "attempt": n,
+                                 "status": status, "error": error, "time": time.time(),
+                                 "url": note.target["url"], "mutate": note.mutate})
+        return headers, status, error, answer
+
+    def give_up(self, note):
+        with self.sb.lock:
+            if note.gen == self.gen:
+                self.sb.stats["notification_failures"] += 1
+
+    # -- delivery ---------------------------------------------------------------
+    def enqueue(self, event_type, resource):
+        """Send to the configured URL from a background thread, retrying as WeChat does.
+
+        Returns {id, event_type}, or None when no URL is configured."""
+        with self.sb.lock:
+            cfg, gen = self.config, self.gen
+            if cfg["target"] is None:
+                return None
+            self.sb.stats["notifications"] += 1
+        note = self.build(event_type, resource)
+        note.target, note.timeout, note.retries, note.gen = (
+            cfg["target"], cfg["timeout"], list(cfg["retries"]), gen)
+        threading.Thread(target=self.deliver, args=(note,), daemon=True,
+                         name=f"notify-{note.id}").start()
+        return {"id": note.id, "event_type": event_type}
+
+    def deliver(self, note):
+        for n, delay in enumerate([0] + note.retries, 1):
+            if delay:
+                time.sleep(delay)
+            if note.gen != self.gen:                  # POST /reset: stop quietly
+                return
+            if self.attempt(note, n)[1] in (200, 204):
+                return
+        self.give_up(note)
+
+    def send(self, spec):
+        """POST /notify/send: one notification built as asked, tried once."""
+        if not isinstance(spec, dict):
+            raise ControlError("body must be a JSON object")
+        known = ("event_type", "resource", "summary", "original_type", "associated_data", "id",
+                 "mutate", "signing", "url", "ca_file", "deliver", "wait")
+        for key in spec:
+            if key not in known:
+                raise ControlError(f"unknown field {key!r}; known: {', '.join(known)}")
+        event_type = spec.get("event_type")
+        if not isinstance(event_type, str) or not 1 <= len(event_type) <= 64:
+            raise ControlError("event_type must be a string of 1-64 characters")
+        resource = spec.get("resource")
+        if not isinstance(resource, dict):
+            raise ControlError("resource must be a JSON object (the plaintext)")
+        for key in ("summary", "original_type", "associated_data", "id"):
+            if spec.get(key) is not None and not isinstance(spec[key], str):
+                raise ControlError(f"{key} must be a string")
+        if spec.get("id") is not None and not 1 <= len(spec["id"]) <= 64:
+            raise ControlError("id must be 1-64 characters")
+        mutate = spec.get("mutate")
+        if mutate is not None and mutate not in NOTIFY_MUTATIONS:
+            raise ControlError(f"unknown mutate {mutate!r}; known: {', '.join(NOTIFY_MUTATIONS)}")
+        signing = spec.get("signing")
+        if signing not in (None, "certificate", "public_key"):
+            raise ControlError('signing must be "certificate" or "public_key"')
+        for key in ("deliver", "wait"):
+            if not isinstance(spec.get(key, True), bool):
+                raise ControlError(f"{key} must be a boolean")
+        with self.sb.lock:
+            target, timeout, gen = self.config["target"], self.config["timeout"], self.gen
+        if spec.get("url") is not None:
+            target = loopback_target(spec["url"], spec.get("ca_file"))
+        elif spec.get("ca_file") is not None:
+            raise ControlError("ca_file goes with url")
+        note = self.build(event_type, resource, spec.get("summary"), spec.get("original_type"),
+                          spec.get("associated_data"), spec.get("id"), mutate, signing)
+        note.target, note.timeout, note.gen = target, timeout, gen
+        sent = target is not None and spec.get("deliver", True)
+        headers = self.headers(note, target["netloc"] if sent else None)
+        status = error = None
+        answer = b""
+        if sent:
+            with self.sb.lock:
+                if gen == self.gen:
+                    self.sb.stats["notifications"] += 1
+
+            def once():
+                result = self.attempt(note, 1, headers)
+                if result[1] not in (200, 204):
+                    self.give_up(note)
+                return result
+
+            if spec.get("wait", True):
+                _, status, error, answer = once()
+            else:
+                threading.Thread(target=once, daemon=True).start()
+        return {"id": note.id, "event_type": event_type, "sent": sent,
+                "url": target["url"] if sent else None, "status": status, "error": error,
+                "answer": answer[:2000].decode("utf-8", "replace"),
+                "headers": dict(headers), "body": note.body.decode("utf-8", "replace"),
+                "body_base64": base64.b64encode(note.body).decode(),
+                "plaintext": note.plaintext.decode("utf-8", "replace")}
 
 
 # --------------------------------------------------------------------- API server
@@ -1214,6 +1607,20 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
             return 200, {"ok": True}
         if method == "POST" and path == "/orders":
             return 200, sb.add_order(self.obj(data))
+        if method == "POST" and path.startswith("/orders/") and path.endswith("/pay"):
+            no = urllib.parse.unquote(path[len("/orders/"):-len("/pay")])
+            want = dict(urllib.parse.parse_qsl(query))
+            want.update(self.obj(data))
+            return sb.pay(no, want)
+        if path == "/notify" and method in ("GET", "POST"):
+            if method == "POST":
+                return 200, sb.notifier.configure(self.obj(data))
+            return 200, sb.notifier.config_json()
+        if method == "POST" and path == "/notify/send":
+            return 200, sb.notifier.send(self.obj(data))
+        if method == "GET" and path == "/notify/log":
+            with sb.lock:
+                return 200, list(sb.notifier.log)
         if method == "GET" and path == "/orders":
             with sb.lock:
                 return 200, [o.control_json() for o in sb.orders]
