@@ -123,7 +123,8 @@ describe("answers bound to their requests", function()
   end)
 
   it("cancel after a failed revoke does not confirm CLOSED from another order's answer", function()
-    local o = new_order { trade_state = "NOTPAY" }
+    -- the order really is CLOSED, but every query answer names another out_trade_no
+    local o = new_order { trade_state = "CLOSED" }
     sb:fault { fault = "status", status = 500, code = "SYSTEM_ERROR", match = o.out_trade_no,
       method = "POST", count = 100 }
     sb:fault { fault = "wrong_order", field = "out_trade_no", match = o.out_trade_no, method = "GET",
