@@ -75,11 +75,13 @@ local INFO = {
     description = "The server's certificate or the TLS handshake failed",
     action = "Check ca_file and base_url; never disable verification." },
   BAD_SIGNATURE = {
-    description = "The answer's signature is missing, invalid, from an unknown key, or too old/new",
+    description = "The answer's signature is missing, invalid, from an unknown key, too old/new, "
+      .. "or the answer is a replay of one already seen",
     action = "Do not trust this answer. Check the platform certificates / public key and the "
       .. "clock; query the order to learn its real state." },
   BAD_RESPONSE = {
-    description = "The answer is malformed (truncated, not JSON, too large or an unexpected status)",
+    description = "The answer is malformed (truncated, not JSON, too large or an unexpected status) "
+      .. "or about another order or merchant than the one asked for",
     action = "Do not trust this answer; query the order to learn its real state." },
 }
 
