@@ -129,7 +129,7 @@ local function run(client, list, opts, one)
       multi, err = core.multi {
         ca_file = client.ca_file, timeout_ms = client.timeout_ms,
         connect_timeout_ms = client.connect_timeout_ms, max_body = client.max_body,
-        max_parallel = concurrency, max_idle_s = 7,
+        max_parallel = concurrency, max_idle_s = 7, proxy = client.proxy,
       }
       if not multi then error("wxpay: cannot start the batch: " .. tostring(err), 0) end
       client._multi, client._multi_size = multi, concurrency

@@ -48,6 +48,7 @@ function Call:_transport()
     self._curl = transport.curl {
       ca_file = self.ca_file, timeout_ms = self.timeout_ms,
       connect_timeout_ms = self.connect_timeout_ms, max_body = self.max_body,
+      proxy = self.proxy,
     }
   end
   return self._curl.request, true

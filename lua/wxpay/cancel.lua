@@ -26,6 +26,10 @@ local MIN_AGE = 15
 local MIN_ATTEMPT_MS = 50
 
 --- client:cancel{…, paid_at=?, deadline_ms=?} -> "REVOKED" | "CLOSED", info | nil, err
+-- info = {confirmed=, attempts=, order=?, meta=, revoke_meta=?, query_error=?, trade_state=?}:
+-- `meta` is the metadata of the answer that decided the result (the
+-- confirming query, or the revoke's 204 when unconfirmed); `revoke_meta` that
+-- of the accepted revoke when this call's revoke was accepted.
 function Cancel:cancel(args)
   local kind, id, sub = self:_order_args(args, "cancel", CANCEL_FIELDS)
   if not kind then return nil, id end
@@ -77,17 +81,20 @@ function Cancel:cancel(args)
       transaction_id = fields.transaction_id })
     local ok, err = self:_revoke(kind, id, sub, { timeout_ms = left })
     if ok then
+      local revoke_meta = err -- the second value of a success is its meta
       -- the revoke was verified; ask which final state it produced
       local left2 = deadline - monotonic_ms()
       local order, qerr = self:_query(kind, id, sub, { timeout_ms = math.max(left2, 1000) })
       local state = order and FINAL[order.trade_state]
       if state then
-        return state, { confirmed = true, attempts = attempts, order = order }
+        return state, { confirmed = true, attempts = attempts, order = order, meta = qerr,
+          revoke_meta = revoke_meta }
       end
+      if order then qerr = nil end
       self:_log("warn", "revoke succeeded but the final state is unconfirmed",
-        { code = qerr and qerr.code, trade_state = order and order.trade_state })
+        { code = qerr and qerr.code, message = qerr and qerr.message, trade_state = order and order.trade_state })
       return "REVOKED", { confirmed = false, attempts = attempts, query_error = qerr,
-        trade_state = order and order.trade_state }
+        trade_state = order and order.trade_state, meta = revoke_meta, revoke_meta = revoke_meta }
     end
     last_err = err
     self:_log("warn", "revoke failed", { attempt = attempts, code = err.code, status = err.status,
@@ -102,10 +109,10 @@ function Cancel:cancel(args)
     -- the revoke may or may not have happened: ask before sending it again
     local qleft = deadline - monotonic_ms()
     if qleft <= 0 then break end
-    local order = self:_query(kind, id, sub, { timeout_ms = qleft })
+    local order, qmeta = self:_query(kind, id, sub, { timeout_ms = qleft })
     local state = order and FINAL[order.trade_state]
     if state then
-      return state, { confirmed = true, attempts = attempts, order = order }
+      return state, { confirmed = true, attempts = attempts, order = order, meta = qmeta }
     end
     local pause = backoff * (0.5 + math.random() * 0.5)
     backoff = math.min(backoff * 2, 8000)

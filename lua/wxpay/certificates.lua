@@ -1,5 +1,6 @@
 --- Platform certificates: the download (decrypted with the APIv3 key and
--- verified with the set it brings), the 12-hourly refresh, and
+-- verified with the set it brings, its nonce admitted once like every
+-- answer's), the 12-hourly refresh, and
 -- client:certificates().  The store itself is wxpay.keystore.
 -- Must not: trust a certificate the APIv3 key did not authenticate, or let
 -- the APIv3 key leave wxpay.secrets.
@@ -53,6 +54,13 @@ function Certificates:_download()
     for _, e in ipairs(list) do e.key:close() end
     return nil, errors.new(errors.BAD_SIGNATURE,
       "the certificate download's signature does not verify with the downloaded set",
+      { status = r.status, request_id = rid, verified = false })
+  end
+  -- the same nonce memory as every other verified answer: a replayed download counts once
+  local fresh_nonce, why = Verify._admit_nonce(serial, nonce, ts, t)
+  if not fresh_nonce then
+    for _, e in ipairs(list) do e.key:close() end
+    return nil, errors.new(errors.BAD_SIGNATURE, "certificate download: " .. why,
       { status = r.status, request_id = rid, verified = false })
   end
   self.keys:replace_downloaded(list, t)

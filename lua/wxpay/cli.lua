@@ -23,6 +23,7 @@ local json_encode, is_pem, parse_iso8601, LEVELS = output.json_encode, output.is
   output.parse_iso8601, output.LEVELS
 local COMMANDS, show_value, check_args = cli_args.COMMANDS, cli_args.show_value, cli_args.check_args
 local Ctx = output.Ctx
+local escape = require("wxpay.errors").escape   -- one line: newlines in answers shown too
 
 M.sh = output.sh        -- the spec helpers' shell runner
 M.STATES = STATES
@@ -191,9 +192,10 @@ function Ctx:report_failure(f)
   end
   if f.api then
     local e = f.api
-    self:err(("%s: %s failed: %s: %s\n"):format(PROGRAM, f.what, e.code, e.message))
+    -- the answer's text stays on its line: its newlines too are shown as \x0a
+    self:err(("%s: %s failed: %s: %s\n"):format(PROGRAM, f.what, escape(e.code), escape(e.message)))
     if e.status then self:err("  HTTP status: ", e.status, "\n") end
-    if e.request_id then self:err("  request id:  ", e.request_id, "\n") end
+    if e.request_id then self:err("  request id:  ", escape(e.request_id), "\n") end
     if e.attempts then self:err("  attempts:    ", e.attempts, "\n") end
     if e.verified == false then self:err("  note:        the answer was not verified: do not trust it\n") end
     if e.detail then

@@ -5,6 +5,7 @@ local core = require "wxpay.core"
 local util = require "wxpay.util"
 local transport = require "wxpay.transport"
 local KeyStore = require "wxpay.keystore"
+local escape = require("wxpay.errors").escape
 
 local M = {}
 
@@ -19,8 +20,23 @@ local OPTIONS = {
   public_key_id = "string", apiv3_key = "string", base_url = "string",
   backup_urls = "table", ca_file = "string", timeout_ms = "number",
   connect_timeout_ms = "number", transport = "string|function", user_agent = "string",
-  logger = "function", max_body_bytes = "number",
+  logger = "function", max_body_bytes = "number", proxy = "string",
 }
+
+-- proxy: "env" (libcurl reads HTTPS_PROXY/ALL_PROXY/NO_PROXY) or one URL;
+-- without the option the environment's proxy variables are ignored.
+local function check_proxy(p)
+  if p == "env" then return p end
+  if #p > 2048 or p:find("[%s%c]") then return nil, "proxy must be a URL without spaces or control bytes" end
+  local scheme, rest = p:match("^(%a[%w+.-]*)://(.+)$")
+  scheme = scheme and scheme:lower()
+  if not (scheme == "http" or scheme == "https" or scheme == "socks5" or scheme == "socks5h") then
+    return nil, 'proxy must be "env" or an http://, https:// or socks5:// URL'
+  end
+  local host = rest:gsub("^[^@/]*@", ""):match("^([^/:]+)") or rest:match("^(%[[%x:]+%])")
+  if not host or host == "" then return nil, "proxy URL has no host" end
+  return p
+end
 
 local function check_url(u, what)
   if type(u) ~= "string" then return nil, what .. " must be a string" end
@@ -105,6 +121,11 @@ local function validate(opts)
   if opts.user_agent and (opts.user_agent:find("[%c]") or #opts.user_agent > 200) then
     return util.config_error("user_agent must be printable text of at most 200 bytes")
   end
+  if opts.proxy ~= nil then
+    local p, perr = check_proxy(opts.proxy)
+    if not p then return util.config_error(perr) end
+    o.proxy = p
+  end
   o.user_agent = opts.user_agent and (USER_AGENT .. " " .. opts.user_agent) or USER_AGENT
   o.logger = opts.logger
   if opts.apiv3_key ~= nil and #opts.apiv3_key ~= 32 then
@@ -123,23 +144,36 @@ local function validate(opts)
   return o
 end
 
-local function warn_key_mode(path, log)
+--- Warns (through `log` when given, else on stderr) when a file holding key
+-- material is open to group or others.  Says which file, never what is in it.
+function M.warn_exposed(path, what, log)
   local mode = core.file_mode(path)
   if mode and mode % 64 ~= 0 then -- any bit for group or others
-    local msg = ("private key file %s is readable by group/others (mode %o): chmod 600 it")
-      :format(path, mode)
-    if log then log("warn", msg, { path = path }) else io.stderr:write("wxpay: warning: ", msg, "\n") end
+    local shown = util.show_path(path)
+    local msg = ("%s %s is readable by group/others (mode %o): chmod 600 it"):format(what, shown, mode)
+    if log and pcall(log, "warn", msg, { path = shown }) then
+      return true
+    else
+      io.stderr:write("wxpay: warning: ", escape(msg), "\n")
+    end
+    return true
   end
+  return false
 end
 
 --- wxpay.new(opts | config_path) -> client | nil, err
 
 --- Options from a config file: JSON (text starting with "{") or Lua returning
 -- a table, evaluated with no globals.  Paths inside are relative to the file.
-function M.load_config(path)
+function M.load_config(path, log)
   local text, err = util.read_file(path)
   if not text then return nil, "cannot read the config file: " .. tostring(err) end
   local cfg
+  if text:sub(1, 1) == "\27" then
+    -- precompiled bytecode (LuaJIT does not verify it: no sandbox holds it)
+    return nil, "the config file " .. util.show_path(path) .. " is a precompiled Lua chunk: "
+      .. "only JSON or Lua source is accepted"
+  end
   if text:match("^%s*{") then
     cfg = util.json_decode(text)
     if type(cfg) ~= "table" then return nil, "the config file " .. path .. " is not valid JSON" end
@@ -159,6 +193,12 @@ function M.load_config(path)
       return nil, "the config file " .. path .. " must return a table"
     end
     cfg = res
+  end
+  -- key material kept in the file itself: the file must be private
+  if (type(cfg.private_key) == "string" and cfg.private_key:find("-----BEGIN", 1, true))
+    or cfg.apiv3_key ~= nil then
+    M.warn_exposed(path, "config file (it holds key material)",
+      log or (type(cfg.logger) == "function" and cfg.logger or nil))
   end
   -- paths inside the file are relative to the file
   local dir = util.dirname(path)
@@ -191,11 +231,26 @@ function M.load(opts)
   local o, err = validate(opts)
   if not o then return nil, err end
 
-  local pem, path, rerr = util.pem_or_path(opts.private_key)
-  if not pem then return util.config_error("private_key is not readable: " .. tostring(rerr)) end
-  local key, kerr = core.load_private_key(pem)
-  if not key then return util.config_error("private_key: " .. kerr) end
-  if path then warn_key_mode(path, o.logger) end
+  local key, kerr
+  if not opts.private_key:find("-----BEGIN", 1, true) and core.load_private_key_file then
+    -- a path: read and parsed in C, the file's bytes cleansed there
+    local rerr = util.read_file_error(opts.private_key)
+    if rerr then return util.config_error("private_key is not readable: " .. rerr) end
+    key, kerr = core.load_private_key_file(opts.private_key)
+    if not key then
+      kerr = tostring(kerr)
+      local p = opts.private_key
+      if kerr:sub(1, #p + 2) == p .. ": " then kerr = util.show_path(p) .. kerr:sub(#p + 1) end
+      return util.config_error("private_key: " .. kerr)
+    end
+    M.warn_exposed(opts.private_key, "private key file", o.logger)
+  else
+    local pem, path, rerr = util.pem_or_path(opts.private_key)
+    if not pem then return util.config_error("private_key is not readable: " .. tostring(rerr)) end
+    key, kerr = core.load_private_key(pem)
+    if not key then return util.config_error("private_key: " .. kerr) end
+    if path then M.warn_exposed(path, "private key file", o.logger) end
+  end
 
   local store = KeyStore.new()
   local certs = opts.platform_certs

@@ -75,11 +75,13 @@ local INFO = {
     description = "The server's certificate or the TLS handshake failed",
     action = "Check ca_file and base_url; never disable verification." },
   BAD_SIGNATURE = {
-    description = "The answer's signature is missing, invalid, from an unknown key, or too old/new",
+    description = "The answer's signature is missing, invalid, from an unknown key, too old/new, "
+      .. "or the answer is a replay of one already seen",
     action = "Do not trust this answer. Check the platform certificates / public key and the "
       .. "clock; query the order to learn its real state." },
   BAD_RESPONSE = {
-    description = "The answer is malformed (truncated, not JSON, too large or an unexpected status)",
+    description = "The answer is malformed (truncated, not JSON, too large or an unexpected status) "
+      .. "or about another order or merchant than the one asked for",
     action = "Do not trust this answer; query the order to learn its real state." },
 }
 
@@ -121,6 +123,18 @@ function M.retryable(code, status)
   return i ~= nil and i.retryable == true
 end
 
+--- The one escaping function for text from outside (answers, callers) that
+-- reaches a terminal or a log: every control byte (C0 and DEL, and the C1
+-- controls U+0080-U+009F as UTF-8) becomes a visible \xNN, so no answer can
+-- move the cursor, erase a line or fake output.  Newlines are kept only
+-- with keep_newline (the CLI's multi-line output); tostring(err) is one line.
+local C0_ALL, C0_KEEP_NL = "[%z\1-\31\127]", "[%z\1-\9\11-\31\127]"
+local function hex(c) return ("\\x%02x"):format(c:byte()) end
+function M.escape(s, keep_newline)
+  s = tostring(s):gsub("\194[\128-\159]", function(c) return hex(c:sub(1, 1)) .. hex(c:sub(2)) end)
+  return (s:gsub(keep_newline and C0_KEEP_NL or C0_ALL, hex))
+end
+
 local Error = {}
 Error.__index = Error
 Error.__name = "wxpay.Error"
@@ -135,8 +149,8 @@ function Error.__tostring(e)
   if #extra > 0 then parts[#parts + 1] = " (" .. table.concat(extra, ", ") .. ")" end
   local i = INFO[e.code]
   if i then parts[#parts + 1] = " - " .. i.action end
-  -- one line, whatever an answer's message held (CR/LF, escapes, NUL)
-  return (table.concat(parts):gsub("%c", " "))
+  -- one line, whatever an answer's message held (CR/LF, escapes, NUL): shown as \xNN
+  return M.escape(table.concat(parts), false)
 end
 
 function Error.__concat(a, b)

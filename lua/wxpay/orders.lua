@@ -1,6 +1,8 @@
 --- The order calls and the generic one: client:revoke, client:query and
 -- client:request build their signed request (paths, bodies, queries from
--- validated arguments) and read the verified answer.
+-- validated arguments) and read the verified answer: a query answer counts
+-- only when it names the order and merchant asked for; success returns the
+-- answer's metadata (request id, status, ms, base_url).
 -- Must not: send anything before every argument is checked (bad data is
 -- INVALID_ARGUMENT with nothing sent; wrong Lua types raise).
 local errors = require "wxpay.errors"
@@ -55,32 +57,98 @@ function Orders:_query_target(kind, id, sub)
   return path .. "?sp_mchid=" .. util.urlencode(self.sp_mchid) .. "&sub_mchid=" .. util.urlencode(sub)
 end
 
+--- The success metadata of a verified answer (api.md): merchants keep the
+-- request id for audits and support tickets.
+local function meta_of(r)
+  return { request_id = r.headers["request-id"], status = r.status, ms = r.ms, base_url = r.base_url }
+end
+Orders._meta_of = meta_of
+
 function Orders:_revoke(kind, id, sub, opt)
   local target, body = self:_revoke_request(kind, id, sub)
   local r, err = self:_call("POST", target, body, opt, 204)
   if not r then return nil, err end
-  return true
+  return true, meta_of(r)
+end
+
+-- The transaction id of a query answer: WeChat's v3 answers name it
+-- `transaction_id`; the Global API's answer (and the sandbox) name it `id`.
+local TXID_FIELDS = { "transaction_id", "id" }
+
+local function differs(what, got, want)
+  return ("the answer is about %s %s, not %s"):format(what, util.show(got), util.show(want))
+end
+
+--- Why a verified query answer is not about the order and merchant asked for
+-- (nil when it is): the id the call used must be there and equal, every
+-- merchant field it carries must be this client's (and the call's sub_mchid),
+-- and it must have a trade_state.  `c` is the client (mode, mchid, sp_mchid).
+function Orders._binding_error(c, kind, id, sub, order)
+  if kind == "out-trade-no" then
+    local got = order.out_trade_no
+    if got == nil then return "the answer names no order (no out_trade_no)" end
+    if got ~= id then return differs("out_trade_no", got, id) end
+  else
+    local named = false
+    for _, f in ipairs(TXID_FIELDS) do
+      local got = order[f]
+      if got ~= nil then
+        named = true
+        if got ~= id then return differs("transaction (" .. f .. ")", got, id) end
+      end
+    end
+    if not named then return "the answer names no order (no transaction_id or id)" end
+  end
+  if c.mode == "common" then
+    if order.mchid ~= nil and order.mchid ~= c.mchid then return differs("mchid", order.mchid, c.mchid) end
+    for _, f in ipairs { "sp_mchid", "sub_mchid" } do
+      if order[f] ~= nil then
+        return ("the answer carries %s %s: an institution's order, not this client's (mchid %s)")
+          :format(f, util.show(order[f]), util.show(c.mchid))
+      end
+    end
+  else
+    if order.sp_mchid ~= nil and order.sp_mchid ~= c.sp_mchid then
+      return differs("sp_mchid", order.sp_mchid, c.sp_mchid)
+    end
+    if order.sub_mchid ~= nil and order.sub_mchid ~= sub then
+      return differs("sub_mchid", order.sub_mchid, sub)
+    end
+    if order.mchid ~= nil then
+      return ("the answer carries mchid %s: a common-mode order, not this institution's (sp_mchid %s)")
+        :format(util.show(order.mchid), util.show(c.sp_mchid))
+    end
+  end
+  if type(order.trade_state) ~= "string" or order.trade_state == "" then
+    return "the answer has no trade_state"
+  end
+  return nil
 end
 
 function Orders:_query(kind, id, sub, opt)
   local r, err = self:_call("GET", self:_query_target(kind, id, sub), "", opt, 200)
   if not r then return nil, err end
   local order = util.json_decode(r.body)
+  local fields = { status = r.status, request_id = r.headers["request-id"], base_url = r.base_url }
   if type(order) ~= "table" then
-    return nil, errors.new(errors.BAD_RESPONSE, "the order query answer is not a JSON object",
-      { status = r.status, request_id = r.headers["request-id"] })
+    return nil, errors.new(errors.BAD_RESPONSE, "the order query answer is not a JSON object", fields)
   end
-  return order
+  local why = Orders._binding_error(self, kind, id, sub, order)
+  if why then
+    self:_log("warn", "query answer refused", { request_id = fields.request_id, reason = why })
+    return nil, errors.new(errors.BAD_RESPONSE, "signed query answer refused: " .. why, fields)
+  end
+  return order, meta_of(r)
 end
 
---- client:revoke{transaction_id= | out_trade_no=, sub_mchid=?} -> true | nil, err
+--- client:revoke{transaction_id= | out_trade_no=, sub_mchid=?} -> true, meta | nil, err
 function Orders:revoke(args)
   local kind, id, sub = self:_order_args(args, "revoke")
   if not kind then return nil, id end
   return self:_revoke(kind, id, sub)
 end
 
---- client:query{transaction_id= | out_trade_no=, sub_mchid=?} -> order | nil, err
+--- client:query{transaction_id= | out_trade_no=, sub_mchid=?} -> order, meta | nil, err
 function Orders:query(args)
   local kind, id, sub = self:_order_args(args, "query")
   if not kind then return nil, id end
@@ -90,7 +158,7 @@ end
 local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true }
 local REQUEST_FIELDS = { method = true, path = true, query = true, body = true }
 
---- client:request{method=, path=, query=?, body=?} -> {status, headers, body, raw}
+--- client:request{method=, path=, query=?, body=?} -> {status, headers, body, raw}, meta
 function Orders:request(args)
   if type(args) ~= "table" then util.raise("client:request expects a table, got " .. type(args)) end
   secrets.open(self)
@@ -141,7 +209,7 @@ function Orders:request(args)
     local d = util.json_decode(r.body)
     if d ~= nil then decoded = d end
   end
-  return { status = r.status, headers = r.headers, body = decoded, raw = r.body }
+  return { status = r.status, headers = r.headers, body = decoded, raw = r.body }, meta_of(r)
 end
 
 

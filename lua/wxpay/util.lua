@@ -31,16 +31,17 @@ function M.show(v)
   return ("%q"):format(v)
 end
 
--- RFC 3986 unreserved characters stay; everything else is %XX.
+-- RFC 3986 unreserved characters (A-Z a-z 0-9 - . _ ~) stay; every other
+-- byte is %XX.  (%w is locale-dependent: spell the set out.)
 local function pct(c) return ("%%%02X"):format(c:byte()) end
 function M.urlencode(s)
-  return (s:gsub("[^%w%-%._~]", pct))
+  return (s:gsub("[^A-Za-z0-9%-%._~]", pct))
 end
 
--- A path segment: pchar without "/" (sub-delims, ":" and "@" stay).
-function M.encode_segment(s)
-  return (s:gsub("[^%w%-%._~!$&'()*+,;=:@]", pct))
-end
+-- A path segment: like a query value, every byte outside RFC 3986's
+-- unreserved set is %XX (as wechatpay-php does: "F|x*y@z" -> "F%7Cx%2Ay%40z"),
+-- so no gateway normalisation can make the signed target differ.
+M.encode_segment = M.urlencode
 
 --- True when every "%" in s starts a %XX escape.
 function M.valid_pct(s)
@@ -120,6 +121,18 @@ function M.show_path(path)
   if path:find("[/.]") then return M.show(path) end
   return ("a %d-byte name"):format(#path)
 end
+
+--- Why a file cannot be opened for reading (nil when it can); reads nothing.
+function M.read_file_error(path)
+  if path:find("\0", 1, true) then return M.show_path(path) .. ": the path holds a NUL byte" end
+  local f, err = io.open(path, "rb")
+  if f then f:close() return nil end
+  err = tostring(err)
+  if err:sub(1, #path + 2) == path .. ": " then err = err:sub(#path + 3) end
+  return M.show_path(path) .. ": " .. err
+end
+
+M.escape = errors.escape
 
 --- Reads a whole file; nil, reason when it cannot (the path is shown only
 -- through M.show_path).

@@ -328,8 +328,14 @@ function M.configure(a, getenv, sandbox_cfg)
     local v = a.cfg[c.key]
     if v ~= nil then
       if c.from_file then
+        -- never echo the argument: it may be the key itself, given by mistake
         local data, err = util.read_file(v)
-        if not data then config_error(("cannot read %s %s: %s"):format(c.flag, v, tostring(err))) end
+        if not data then
+          local reason = tostring(err):match(": ([^:]*)$") or "cannot be read"
+          config_error(("cannot read the file given to %s (its name is not shown: it may be the "
+            .. "key itself): %s"):format(c.flag, reason))
+        end
+        require("wxpay.config").warn_exposed(v, "the file given to " .. c.flag)
         v = data:gsub("%s+$", "")
       elseif c.number then
         if not v:match("^%d+$") or #v > 10 then config_error(c.flag .. " must be a whole number") end
@@ -347,6 +353,7 @@ function M.show_value(k, v)
   if k == "apiv3_key" then
     return type(v) == "string" and ("(hidden, %d bytes)"):format(#v) or "(hidden)"
   end
+  if k == "proxy" and type(v) == "string" then v = v:gsub("//[^/]*@", "//(credentials hidden)@") end
   if type(v) == "table" then
     local parts = {}
     for i, x in ipairs(v) do parts[i] = M.show_value(k, x) end

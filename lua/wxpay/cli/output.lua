@@ -3,6 +3,7 @@
 -- the logger, order printing and small formatting helpers.
 -- Must not: write key material or raw control bytes to the terminal.
 local cjson = require "cjson.safe"
+local escape = require("wxpay.errors").escape
 
 local M = {}
 
@@ -38,10 +39,13 @@ local function config_error(message)
   fail(EXIT_USAGE, "CONFIG_ERROR", message)
 end
 
+-- cjson escapes C0 and DEL but leaves the C1 controls (U+0080-U+009F, which
+-- some terminals obey) raw: strict JSON output escapes them as \u00XX too.
 local function json_encode(v)
   local s = cjson.encode(v)
   if not s then return '{"ok":false}' end
-  return (s:gsub("\\/", "/"))
+  s = s:gsub("\\/", "/"):gsub("\194([\128-\159])", function(c) return ("\\u%04x"):format(c:byte()) end)
+  return s
 end
 
 local function exists(path)
@@ -96,7 +100,7 @@ local function parse_iso8601(s)
 end
 
 -------------------------------------------------------------------------------
--- Output (everything written goes through redact)
+-- Output (everything written goes through redact and escape)
 -------------------------------------------------------------------------------
 
 local Ctx = {}
@@ -121,15 +125,17 @@ function Ctx:redact(s)
   return s
 end
 
+-- Every byte the command writes passes here: redacted, then every control
+-- byte but newline shown as \xNN (the same escaping as tostring(err)).
 function Ctx:out(...)
   local parts = { ... }
-  for i = 1, #parts do parts[i] = self:redact(parts[i]) end
+  for i = 1, #parts do parts[i] = escape(self:redact(parts[i]), true) end
   io.stdout:write(table.concat(parts))
 end
 
 function Ctx:err(...)
   local parts = { ... }
-  for i = 1, #parts do parts[i] = self:redact(parts[i]) end
+  for i = 1, #parts do parts[i] = escape(self:redact(parts[i]), true) end
   io.stderr:write(table.concat(parts))
   io.stderr:flush()
 end
