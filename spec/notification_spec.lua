@@ -3,6 +3,7 @@
 -- it would POST), checked in the documented order; every fault refused with
 -- its code and nothing of the resource in the error.
 local wxpay = require "wxpay"
+local unpack = rawget(table, "unpack") or rawget(_G, "unpack")
 local core = require "wxpay.core"
 local H = require "helpers"
 
@@ -231,6 +232,90 @@ describe("notification", function()
       assert.has_error(function() c:notification({}, nil) end)
       c:close()
       assert.has_error(function() c:notification({}, "{}") end)
+    end)
+  end)
+
+  describe("wxpay notification (the CLI)", function()
+    local lua = rawget(_G, "jit") and "luajit" or "lua5.4"
+    local tmp
+
+    local function q(v) return "'" .. tostring(v):gsub("'", "'\\''") .. "'" end
+
+    -- runs bin/wxpay with a clean environment; returns stdout, stderr, exit code
+    local function wxpay_cli(args, stdin)
+      local parts = { "env -i PATH=" .. q(os.getenv("PATH")), "HOME=" .. q(tmp), lua, "bin/wxpay" }
+      for _, a in ipairs(args) do parts[#parts + 1] = q(a) end
+      local cmd = table.concat(parts, " ") .. " 2>" .. q(tmp .. "/err") .. " <" .. q(stdin or "/dev/null")
+      local out, _, rc = H.sh(cmd)
+      local err = H.read(tmp .. "/err") or ""
+      assert.is_nil((out .. err):find(sb.cfg.apiv3_key, 1, true))
+      return out, err, rc
+    end
+
+    local function files(n)
+      local lines = { "POST /wxpay/notify HTTP/1.1" }
+      for k, v in pairs(n.headers) do lines[#lines + 1] = k .. ": " .. v end
+      H.write(tmp .. "/headers", table.concat(lines, "\n") .. "\n")
+      H.write(tmp .. "/body", n.body)
+      return { "--headers", tmp .. "/headers", "--body", tmp .. "/body" }
+    end
+
+    setup(function()
+      tmp = os.tmpname()
+      os.remove(tmp)
+      assert(os.execute("mkdir -p " .. q(tmp)))
+    end)
+    teardown(function() os.execute("rm -rf " .. q(tmp)) end)
+
+    it("--headers FILE --body FILE prints the verified event (text and --json)", function()
+      local n = build()
+      local args = files(n)
+      table.insert(args, 1, "notification")
+      table.insert(args, 1, sb.cfg.client_config)
+      table.insert(args, 1, "--config")
+      local out, err, rc = wxpay_cli(args)
+      assert.equal(0, rc, err)
+      assert.matches("verified and decrypted", out, 1, true)
+      assert.matches(n.id, out, 1, true)
+      assert.matches(n.plaintext, out, 1, true)
+      args[#args + 1] = "--json"
+      out, err, rc = wxpay_cli(args)
+      assert.equal(0, rc, err)
+      local j = require("cjson").decode(out)
+      assert.is_true(j.ok)
+      assert.equal(n.id, j.event.id)
+      assert.equal("SUCCESS", j.event.resource.trade_state)
+    end)
+
+    it("the raw HTTP request on stdin (CRLF, Content-Length, a trailing newline)", function()
+      local n = build()
+      local lines = { "POST /wxpay/notify HTTP/1.1" }
+      for k, v in pairs(n.headers) do lines[#lines + 1] = k .. ": " .. v end
+      H.write(tmp .. "/request", table.concat(lines, "\r\n") .. "\r\n\r\n" .. n.body .. "\n")
+      local out, err, rc = wxpay_cli({ "--config", sb.cfg.client_config, "notification" }, tmp .. "/request")
+      assert.equal(0, rc, err)
+      assert.matches(n.id, out, 1, true)
+    end)
+
+    it("exit 1 for a forged or undecryptable one (nothing of the resource shown), 2 for usage/config", function()
+      local args = files(build { mutate = "bad_signature" })
+      local _, err, rc = wxpay_cli { "--config", sb.cfg.client_config, "notification", unpack(args) }
+      assert.equal(1, rc)
+      assert.matches("BAD_SIGNATURE", err, 1, true)
+      assert.is_nil(err:find("RESOURCE-MARKER", 1, true))
+      args = files(build { mutate = "wrong_aad" })
+      local out
+      out, err, rc = wxpay_cli { "--config", sb.cfg.client_config, "notification", "--json", unpack(args) }
+      assert.equal(1, rc)
+      assert.equal("BAD_NOTIFICATION", require("cjson").decode(out).error.code)
+      assert.is_nil((out .. err):find("RESOURCE-MARKER", 1, true))
+      _, _, rc = wxpay_cli { "--config", sb.cfg.client_config, "notification", "--headers", tmp .. "/headers" }
+      assert.equal(2, rc)
+      local c = sb.cfg
+      _, err, rc = wxpay_cli { "--mchid", c.mchid, "--serial-no", c.serial_no, "--private-key", c.private_key,
+        "--platform-cert", c.platform_cert, "notification", unpack(args) }
+      assert.equal(2, rc)
+      assert.matches("CONFIG_ERROR", err, 1, true)
     end)
   end)
 
