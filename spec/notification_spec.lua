@@ -236,7 +236,7 @@ describe("notification", function()
   end)
 
   describe("wxpay notification (the CLI)", function()
-    local lua = rawget(_G, "jit") and "luajit" or "lua5.4"
+    local lua = os.getenv("WXPAY_TEST_LUA") or (rawget(_G, "jit") and "luajit" or "lua5.4")
     local tmp
 
     local function q(v) return "'" .. tostring(v):gsub("'", "'\\''") .. "'" end
