@@ -132,6 +132,42 @@ return function(t)
     end
   end)
 
+  test("notification: a repeated Wechatpay-Serial header: equal copies accepted, two serials 401", function()
+    local function post(n, extra_header)
+      local bodyf = os.tmpname()
+      local f = assert(io.open(bodyf, "wb"))
+      f:write(n.body)
+      f:close()
+      local hs = {}
+      for k, v in pairs(n.headers) do
+        if k ~= "Host" and k ~= "Content-Length" then hs[#hs + 1] = "-H " .. shq(k .. ": " .. v) end
+      end
+      hs[#hs + 1] = "-H " .. shq(extra_header)
+      local out = sh(("curl -s -m 10 -w '\\n%%{http_code}' %s --data-binary @%s %s")
+        :format(table.concat(hs, " "), bodyf, shq(URL .. "/wx/notify")))
+      os.remove(bodyf)
+      local body, status = out:match("^(.*)\n(%d+)$")
+      return tonumber(status), body
+    end
+    local function build(no)
+      local st, n = control("POST", "/notify/send", { event_type = "TRANSACTION.SUCCESS", deliver = false,
+        resource = { out_trade_no = no, trade_state = "SUCCESS" } })
+      check(st == 200 and type(n) == "table", "notify/send: %s", show(n))
+      return n
+    end
+    local no1, no2 = order_no("NH"), order_no("NH")
+    local n1 = build(no1)
+    local status, body = post(n1, "Wechatpay-Serial: " .. n1.headers["Wechatpay-Serial"])
+    check(status == 204 and body == "", "equal copies: %s %s", tostring(status), tostring(body))
+    check(type(notified("paid:" .. no1).record) == "table", "equal copies: not recorded")
+    local n2 = build(no2)
+    status, body = post(n2, "Wechatpay-Serial: " .. ("0"):rep(40))
+    local a = decode(body)
+    check(status == 401 and type(a) == "table" and a.code == "FAIL", "two serials: %s %s", tostring(status),
+      tostring(body))
+    check(notified("paid:" .. no2).record == nil, "two serials: recorded anyway")
+  end)
+
   test("notification: a body over max_body_bytes gets 413 FAIL; a GET 405", function()
     local big = os.tmpname()
     local f = assert(io.open(big, "wb"))
