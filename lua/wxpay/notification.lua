@@ -76,6 +76,12 @@ local function shared_dict(self)
   return nil
 end
 
+local function drop_oldest(s)
+  local old = s.queue[s.head]
+  s.at[old], s.queue[s.head] = nil, nil
+  s.head = s.head + 1
+end
+
 function Notification:_seen(id)
   local t = now()
   local dict = shared_dict(self)
@@ -91,13 +97,10 @@ function Notification:_seen(id)
     self._seen_ids = s
   end
   -- ids expire in the order they came (one TTL for all): drop from the front
-  while s.head <= s.tail do
-    local old = s.queue[s.head]
-    if s.at[old] and t - s.at[old] < SEEN_TTL and s.tail - s.head < SEEN_MAX then break end
-    s.at[old], s.queue[s.head] = nil, nil
-    s.head = s.head + 1
-  end
+  -- what expired, then (to make room for a new id) the oldest while full
+  while s.head <= s.tail and t - s.at[s.queue[s.head]] >= SEEN_TTL do drop_oldest(s) end
   if s.at[id] then return true end
+  while s.tail - s.head + 1 >= SEEN_MAX do drop_oldest(s) end
   s.tail = s.tail + 1
   s.queue[s.tail], s.at[id] = id, t
   return false
