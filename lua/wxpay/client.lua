@@ -2,7 +2,7 @@
 -- the methods of the modules that each do one part of a call:
 --   orders (revoke, query, request) -> call (sign, send, backup hosts)
 --   -> verify (signature, clock, serial) -> certificates (download, refresh);
---   cancel (the cancel flow); batch (revoke_many).
+--   cancel (the cancel flow); batch (revoke_many); notification (verify + decrypt).
 -- Must not: hold key material in the client table (see wxpay.secrets).
 local secrets = require "wxpay.secrets"
 
@@ -11,7 +11,7 @@ Client.__index = Client
 Client.__name = "wxpay.Client"
 
 for _, name in ipairs { "wxpay.call", "wxpay.verify", "wxpay.certificates", "wxpay.orders",
-  "wxpay.cancel", "wxpay.batch" } do
+  "wxpay.cancel", "wxpay.batch", "wxpay.notification" } do
   for k, v in pairs(require(name)) do
     if type(v) == "function" then
       assert(Client[k] == nil, "two modules define client:" .. k)

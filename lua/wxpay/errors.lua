@@ -75,10 +75,15 @@ local INFO = {
     description = "The server's certificate or the TLS handshake failed",
     action = "Check ca_file and base_url; never disable verification." },
   BAD_SIGNATURE = {
-    description = "The answer's signature is missing, invalid, from an unknown key, too old/new, "
-      .. "or the answer is a replay of one already seen",
+    description = "The answer's (or notification's) signature is missing, invalid, from an "
+      .. "unknown key, too old/new, or a replay of one already seen",
     action = "Do not trust this answer. Check the platform certificates / public key and the "
       .. "clock; query the order to learn its real state." },
+  BAD_NOTIFICATION = {
+    description = "A notification whose body is not the expected JSON, names an unknown "
+      .. "algorithm, does not decrypt, or is over max_body_bytes",
+    action = "Do not trust it: answer WeChat with a failure (it retries); check apiv3_key is the "
+      .. "merchant's current APIv3 key, and query the order to learn its real state." },
   BAD_RESPONSE = {
     description = "The answer is malformed (truncated, not JSON, too large or an unexpected status) "
       .. "or about another order or merchant than the one asked for",

@@ -107,21 +107,23 @@ function Verify._admit_nonce(serial, nonce, ts, t)
   return nonces:admit(serial, nonce, tonumber(ts), t or now())
 end
 
---- Verifies an answer's signature. Returns true, or false and why.
-function Verify:_verify(r)
+--- Verifies an answer's signature (or, with what = "notification", a
+-- notification's: r = {headers = lowercased, body =}). Returns true, or false and why.
+function Verify:_verify(r, what)
+  what = what or "answer"
   local h = r.headers
   local ts, nonce, sig, serial =
     h["wechatpay-timestamp"], h["wechatpay-nonce"], h["wechatpay-signature"], h["wechatpay-serial"]
   if not (ts and nonce and sig and serial) then
-    return false, "the answer carries no Wechatpay-Signature/-Timestamp/-Nonce/-Serial"
+    return false, "the " .. what .. " carries no Wechatpay-Signature/-Timestamp/-Nonce/-Serial"
   end
   local st = h["wechatpay-signature-type"]
   if st and st ~= SIG_TYPE then return false, "unsupported signature type " .. util.show(st) end
   if not ts:match("^%d+$") or #ts > 12 then return false, "malformed Wechatpay-Timestamp" end
   local t = now()
   if math.abs(t - tonumber(ts)) > CLOCK_SKEW then
-    return false, ("the answer's timestamp is %d s away from local time (limit %d s)")
-      :format(math.floor(math.abs(t - tonumber(ts))), CLOCK_SKEW)
+    return false, ("the %s's timestamp is %d s away from local time (limit %d s)")
+      :format(what, math.floor(math.abs(t - tonumber(ts))), CLOCK_SKEW)
   end
   local key, why = self.keys:get(serial, t)
   if not key and (secrets.get(self) or {}).apiv3_key and not self._downloading then
@@ -134,10 +136,10 @@ function Verify:_verify(r)
     end
   end
   if not key then
-    return false, ("the answer is signed by %s key %s"):format(why, util.show(serial))
+    return false, ("the %s is signed by %s key %s"):format(what, why, util.show(serial))
   end
   if not key:verify_response(ts, nonce, r.body, sig) then
-    return false, "the answer's signature does not verify"
+    return false, "the " .. what .. "'s signature does not verify"
   end
   -- only a verified answer is remembered: unsigned junk cannot fill the memory
   return Verify._admit_nonce(serial, nonce, ts, t)

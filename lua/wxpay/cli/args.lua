@@ -22,6 +22,8 @@ Commands:
                  or CLOSED: waits, retries and confirms (like client:cancel)
   certificates   list the platform certificates/keys answers are verified with
   config         check the configuration and show where each value came from
+  notification   verify and decrypt a notification WeChat Pay posted to a handler
+                 (--headers FILE --body FILE, or the raw HTTP request on stdin)
   help [COMMAND] this text, or a command's
 
 Order (revoke, query, cancel):
@@ -110,10 +112,27 @@ refuses it) and shows each value and where it came from (flag, environment,
 file).  The APIv3 key and private key contents are never shown.
 ]] .. GLOBAL_NOTE,
 }
+M.COMMAND_HELP.notification = [[
+Usage: wxpay notification --headers FILE --body FILE
+       wxpay notification < request.txt
+
+Checks a notification exactly as client:notification does (the Wechatpay-*
+headers, the timestamp within 300 s of now, the signing key, the RSA
+signature over the exact body bytes, then AES-256-GCM with the APIv3 key) and
+prints the event and its decrypted resource.  Needs apiv3_key in the
+configuration.  Exit 1 when it does not verify or decrypt (the message says
+which check failed).  A notification more than 300 s old no longer verifies.
+
+  --headers FILE   the request's headers, one "Name: value" a line (a request
+                   line such as "POST /notify HTTP/1.1" is skipped)
+  --body FILE      the request body, byte for byte
+  (neither)        stdin holds the whole request: request line, headers, an
+                   empty line, the body (Content-Length bytes of it when given)
+]] .. GLOBAL_NOTE
 M.COMMAND_HELP.help = M.USAGE
 
 local COMMANDS = { revoke = true, query = true, cancel = true, certificates = true, config = true,
-  help = true }
+  help = true, notification = true }
 local ORDER_COMMANDS = { revoke = true, query = true, cancel = true }
 
 -- Configuration values: option key, environment variable, flag.
@@ -146,6 +165,8 @@ local OPTIONS = {
   ["--sub-mchid"] = { "sub_mchid", true, ORDER_COMMANDS },
   ["--paid-at"] = { "paid_at", true, { cancel = true } },
   ["--deadline-ms"] = { "deadline_ms", true, { cancel = true } },
+  ["--headers"] = { "headers_file", true, { notification = true } },
+  ["--body"] = { "body_file", true, { notification = true } },
 }
 for _, c in ipairs(CONFIG) do
   if c.flag then OPTIONS[c.flag] = { "cfg:" .. c.key, true } end
@@ -229,6 +250,9 @@ local function check_args(a)
     if not (a.out_trade_no or a.transaction_id) then
       usage_error(cmd .. " needs --out-trade-no NO or --transaction-id ID", cmd)
     end
+  end
+  if (a.headers_file == nil) ~= (a.body_file == nil) then
+    usage_error("give both --headers FILE and --body FILE, or the whole request on stdin", cmd)
   end
   if a.paid_at then
     if not a.paid_at:match("^%d+$") or #a.paid_at > 12 then
