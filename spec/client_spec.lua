@@ -55,7 +55,7 @@ describe("client", function()
         { platform_certs = { sb.cfg.private_key } },
         { base_url = "http://localhost:1" },
         { timeout_ms = -5 },
-        { mchid = 1900000109 },
+        { mchid = 1900000109.5 },   -- a whole number is accepted (spec/newcomer_spec.lua)
         { no_such_option = true },
         { apiv3_key = "short" },
         { serial_no = "not hex!" },

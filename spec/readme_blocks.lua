@@ -53,7 +53,8 @@ if arg and arg[0] and arg[0]:match("readme_blocks%.lua$") and arg[1] then
   local f = assert(io.open(arg[1], "rb"))
   local text = f:read("*a")
   f:close()
-  local found = M.find(text, arg[2], select(3, table.unpack(arg)))
+  local unpack = rawget(table, "unpack") or rawget(_G, "unpack")
+  local found = M.find(text, arg[2], select(3, unpack(arg)))
   if #found ~= 1 then
     io.stderr:write(("readme_blocks: %d blocks match, want 1\n"):format(#found))
     os.exit(1)
