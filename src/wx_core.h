@@ -101,6 +101,17 @@ long wx_key_sign_b64(wx_key *k, const void *msg, size_t len, char *out,
 int wx_key_verify_b64(wx_key *k, const void *msg, size_t len,
                       const char *sig_b64, size_t sig_len);
 
+/* The same over a message given in pieces (hashed in order, never copied
+ * together): "METHOD\nTARGET\nTS\nNONCE\nBODY\n" straight from its parts. */
+typedef struct wx_part {
+    const void *data;
+    size_t len;
+} wx_part;
+long wx_key_sign_parts_b64(wx_key *k, const wx_part *parts, size_t nparts, char *out,
+                           const char **err);
+int wx_key_verify_parts_b64(wx_key *k, const wx_part *parts, size_t nparts,
+                            const char *sig_b64, size_t sig_len);
+
 /* ---- AES-256-GCM (platform certificate download) ----------------------- */
 
 /* Decrypts ct (ciphertext with the 16-byte tag appended) into out, which must
