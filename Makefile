@@ -4,7 +4,7 @@
 #   make test       lint + sandbox self-tests + busted under Lua 5.4 and LuaJIT
 #   make demo       a real revoke against the bundled sandbox
 #   make sandbox    run the sandbox in the foreground
-#   make install    PREFIX=/usr/local DESTDIR= (LUA=luajit for the 5.1 tree)
+#   make install    PREFIX=/usr/local DESTDIR= (LUA=luajit for the 5.1 tree; its command is wxpay-luajit)
 
 LUA        ?= lua5.4
 PREFIX     ?= /usr/local
@@ -29,6 +29,13 @@ LUA_INCDIR ?= $(patsubst -I%,%,$(filter -I%,$(shell $(PKG_CONFIG) --cflags $(LUA
 LUA_LMOD   ?= $(PREFIX)/share/lua/$(LUA_ABI)
 LUA_CMOD   ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 LIBS       := -lcurl -lssl -lcrypto
+# the command's name: wxpay for the default Lua 5.4, wxpay-luajit (wxpay-lua5.1, ...)
+# for the others, so two installs into one PREFIX never replace each other
+ifeq ($(LUA),lua5.4)
+  WXPAY_BIN_NAME ?= wxpay
+else
+  WXPAY_BIN_NAME ?= wxpay-$(LUA)
+endif
 
 SRC  := src/wx_crypto.c src/wx_http.c src/wxpay_core.c
 HDR  := src/wx_core.h src/compat.h
@@ -42,9 +49,10 @@ LMODS_CLI := $(wildcard lua/wxpay/cli/*.lua)
 DEPS := lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev libssl-dev \
         libcurl4-openssl-dev lua-cjson lua-busted lua-check openssl \
         python3 python3-cryptography nginx libnginx-mod-http-lua \
-        pkg-config gcc make valgrind clang libclang-rt-14-dev procps curl
+        pkg-config gcc make valgrind clang libclang-rt-14-dev procps curl \
+        lua5.1 liblua5.1-0-dev luarocks
 
-.PHONY: all deps build test lint demo sandbox install clean check-c bench
+.PHONY: all deps build test lint demo sandbox install clean check-c bench rock-check rock-install
 
 all: deps build
 
@@ -86,8 +94,26 @@ install: build
 	install -m 0644 $(LMODS_CLI) $(DESTDIR)$(LUA_LMOD)/wxpay/cli/
 	install -m 0755 $(SO) $(DESTDIR)$(LUA_CMOD)/wxpay/core.so
 	@if [ -f bin/wxpay ]; then install -d $(DESTDIR)$(PREFIX)/bin && \
-	  sed '1s|.*|#!/usr/bin/env $(LUA)|' bin/wxpay > $(DESTDIR)$(PREFIX)/bin/wxpay && \
-	  chmod 0755 $(DESTDIR)$(PREFIX)/bin/wxpay; fi
+	  sed '1s|.*|#!/usr/bin/env $(LUA)|' bin/wxpay > $(DESTDIR)$(PREFIX)/bin/$(WXPAY_BIN_NAME) && \
+	  chmod 0755 $(DESTDIR)$(PREFIX)/bin/$(WXPAY_BIN_NAME) && \
+	  echo "installed the command as $(PREFIX)/bin/$(WXPAY_BIN_NAME) (runs $(LUA))"; fi
+
+# LuaRocks (wxpay-scm-1.rockspec, build.type "make"): check the C dependencies, then
+# compile wxpay/core.so straight into the rock's LIBDIR: nothing is written into
+# the source tree.  LuaRocks passes CFLAGS, LUA_INCDIR and LIBDIR.
+ROCK_PC := libcurl openssl
+rock-check:
+	@$(PKG_CONFIG) --exists $(ROCK_PC) || { echo "wxpay: pkg-config finds no libcurl/openssl:" \
+	  "install libcurl4-openssl-dev and libssl-dev (Debian/Ubuntu) or their equivalents"; exit 1; }
+	@test -f "$(LUA_INCDIR)/lua.h" || { echo "wxpay: no lua.h in LUA_INCDIR=$(LUA_INCDIR):" \
+	  "install the Lua headers (Debian: liblua5.1-0-dev, liblua5.4-dev)"; exit 1; }
+
+rock-install: rock-check
+	@test -n "$(LIBDIR)" || { echo "rock-install: LIBDIR is not set (run through luarocks)"; exit 1; }
+	install -d "$(LIBDIR)/wxpay"
+	$(CC) $(CFLAGS) $(WARN) -std=gnu99 -fPIC -fvisibility=hidden -I"$(LUA_INCDIR)" \
+	  $$($(PKG_CONFIG) --cflags $(ROCK_PC)) -shared -o "$(LIBDIR)/wxpay/core.so" $(SRC) \
+	  $$($(PKG_CONFIG) --libs $(ROCK_PC))
 
 clean:
 	rm -rf build .sandbox-test

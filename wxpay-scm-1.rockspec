@@ -24,42 +24,43 @@ dependencies = {
   "lua-cjson",
 }
 
-external_dependencies = {
-  OPENSSL = { header = "openssl/evp.h", library = "crypto" },
-  CURL = { header = "curl/curl.h", library = "curl" },
-}
-
+-- OpenSSL 3 and libcurl are found with pkg-config by the Makefile's rock-* targets
+-- (`make rock-check` says which -dev package is missing).  Not external_dependencies:
+-- LuaRocks looks for curl/curl.h under $(CURL_INCDIR)/ only, while Debian and Ubuntu keep it
+-- in the multiarch directory /usr/include/<triplet>/, which the compiler (and pkg-config)
+-- search by themselves; a fixed incdir would tie the rockspec to one architecture.
+-- build.type "make" rather than "builtin": builtin compiles into the source tree
+-- (src/*.o, wxpay/core.so); rock-install compiles straight into $(LIBDIR), so
+-- `luarocks make` leaves a clone exactly as it was.
 build = {
-  type = "builtin",
-  modules = {
-    ["wxpay.core"] = {
-      sources = { "src/wx_crypto.c", "src/wx_http.c", "src/wxpay_core.c" },
-      libraries = { "curl", "ssl", "crypto" },
-      incdirs = { "$(OPENSSL_INCDIR)", "$(CURL_INCDIR)" },
-      libdirs = { "$(OPENSSL_LIBDIR)", "$(CURL_LIBDIR)" },
-    },
-    ["wxpay"] = "lua/wxpay/init.lua",
-    ["wxpay.errors"] = "lua/wxpay/errors.lua",
-    ["wxpay.util"] = "lua/wxpay/util.lua",
-    ["wxpay.config"] = "lua/wxpay/config.lua",
-    ["wxpay.secrets"] = "lua/wxpay/secrets.lua",
-    ["wxpay.client"] = "lua/wxpay/client.lua",
-    ["wxpay.call"] = "lua/wxpay/call.lua",
-    ["wxpay.verify"] = "lua/wxpay/verify.lua",
-    ["wxpay.certificates"] = "lua/wxpay/certificates.lua",
-    ["wxpay.keystore"] = "lua/wxpay/keystore.lua",
-    ["wxpay.orders"] = "lua/wxpay/orders.lua",
-    ["wxpay.cancel"] = "lua/wxpay/cancel.lua",
-    ["wxpay.batch"] = "lua/wxpay/batch.lua",
-    ["wxpay.notification"] = "lua/wxpay/notification.lua",
-    ["wxpay.ngx_notify"] = "lua/wxpay/ngx_notify.lua",
-    ["wxpay.transport"] = "lua/wxpay/transport.lua",
-    ["wxpay.cosocket"] = "lua/wxpay/cosocket.lua",
-    ["wxpay.cli"] = "lua/wxpay/cli.lua",
-    ["wxpay.cli.args"] = "lua/wxpay/cli/args.lua",
-    ["wxpay.cli.output"] = "lua/wxpay/cli/output.lua",
-  },
+  type = "make",
+  build_target = "rock-check",
+  build_variables = { CFLAGS = "$(CFLAGS)", LUA_INCDIR = "$(LUA_INCDIR)" },
+  install_target = "rock-install",
+  install_variables = { CFLAGS = "$(CFLAGS)", LUA_INCDIR = "$(LUA_INCDIR)", LIBDIR = "$(LIBDIR)" },
   install = {
+    lua = {
+      ["wxpay"] = "lua/wxpay/init.lua",
+      ["wxpay.errors"] = "lua/wxpay/errors.lua",
+      ["wxpay.util"] = "lua/wxpay/util.lua",
+      ["wxpay.config"] = "lua/wxpay/config.lua",
+      ["wxpay.secrets"] = "lua/wxpay/secrets.lua",
+      ["wxpay.client"] = "lua/wxpay/client.lua",
+      ["wxpay.call"] = "lua/wxpay/call.lua",
+      ["wxpay.verify"] = "lua/wxpay/verify.lua",
+      ["wxpay.certificates"] = "lua/wxpay/certificates.lua",
+      ["wxpay.keystore"] = "lua/wxpay/keystore.lua",
+      ["wxpay.orders"] = "lua/wxpay/orders.lua",
+      ["wxpay.cancel"] = "lua/wxpay/cancel.lua",
+      ["wxpay.batch"] = "lua/wxpay/batch.lua",
+      ["wxpay.notification"] = "lua/wxpay/notification.lua",
+      ["wxpay.ngx_notify"] = "lua/wxpay/ngx_notify.lua",
+      ["wxpay.transport"] = "lua/wxpay/transport.lua",
+      ["wxpay.cosocket"] = "lua/wxpay/cosocket.lua",
+      ["wxpay.cli"] = "lua/wxpay/cli.lua",
+      ["wxpay.cli.args"] = "lua/wxpay/cli/args.lua",
+      ["wxpay.cli.output"] = "lua/wxpay/cli/output.lua",
+    },
     bin = { wxpay = "bin/wxpay" },
   },
 }

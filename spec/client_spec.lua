@@ -55,7 +55,7 @@ describe("client", function()
         { platform_certs = { sb.cfg.private_key } },
         { base_url = "http://localhost:1" },
         { timeout_ms = -5 },
-        { mchid = 1900000109 },
+        { mchid = 1900000109.5 },   -- a whole number is accepted (spec/newcomer_spec.lua)
         { no_such_option = true },
         { apiv3_key = "short" },
         { serial_no = "not hex!" },
@@ -362,10 +362,12 @@ describe("client", function()
       assert.equal(0, after.handshakes - before.handshakes)
       assert.equal(50, after.requests - before.requests)
       c:close()
-      -- a new client makes exactly one new connection for its calls
+      -- a new client makes at most one new connection for its calls (none when the
+      -- process-wide pool, kept alive by a client not yet collected, still has one)
       local c2 = sb:client()
       for _ = 1, 5 do assert.is_true(c2:revoke { out_trade_no = o.out_trade_no }) end
-      assert.equal(1, sb:stats().handshakes - after.handshakes)
+      local new = sb:stats().handshakes - after.handshakes
+      assert(new == 0 or new == 1, ("%d new handshakes for 5 calls"):format(new))
       c2:close()
     end)
   end)

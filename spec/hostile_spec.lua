@@ -345,7 +345,7 @@ describe("hostile input", function()
         { platform_certs = { t .. "garbage.pem" } }, { platform_certs = { c.private_key } },
         { platform_certs = { key_text } }, { platform_certs = { c.public_key } },
         { platform_certs = { pub_text } }, { platform_certs = { c.platform_cert, t .. "garbage.pem" } },
-        { platform_certs = { 1 } }, { platform_certs = { true } }, { platform_certs = c.platform_cert },
+        { platform_certs = { 1 } }, { platform_certs = { true } }, { platform_certs = t .. "garbage.pem" },
         { platform_certs = { cert_text:sub(1, 200) } }, { platform_certs = false },
         -- public key mode
         { platform_certs = false, public_key = c.platform_cert, public_key_id = c.public_key_id },
@@ -379,7 +379,7 @@ describe("hostile input", function()
         { max_body_bytes = 0 / 0 },
         -- unknown options and wrong types
         { foo = 1 }, { [1] = "x" }, { Mchid = "1900000109" }, { timeout = 1000 }, { [true] = 1 },
-        { mchid = 1900000109 }, { mchid = "" }, { mchid = "abc" }, { mchid = "1 2" }, { mchid = ("1"):rep(33) },
+        { mchid = 1900000109.5 }, { mchid = "" }, { mchid = "abc" }, { mchid = "1 2" }, { mchid = ("1"):rep(33) },
         { serial_no = 123 }, { serial_no = "" }, { serial_no = "xyz" }, { serial_no = ("A"):rep(65) },
         { serial_no = c.serial_no .. "\r\nX: y" }, { serial_no = false },
         { logger = "print" }, { logger = {} }, { transport = 1 }, { transport = "bogus" }, { transport = true },
@@ -390,7 +390,7 @@ describe("hostile input", function()
         { sp_mchid = c.sp_mchid }, { mchid = false }, { sub_mchid = c.sub_mchid },
         { mchid = false, sp_mchid = c.sp_mchid, sub_mchid = "abc" },
         { mchid = false, sp_mchid = "x", sub_mchid = c.sub_mchid },
-        { mchid = false, sp_mchid = c.sp_mchid, sub_mchid = 1900000101 },
+        { mchid = false, sp_mchid = c.sp_mchid, sub_mchid = -1900000101 },
       }
     end
 

@@ -141,6 +141,17 @@ function Call:_send(method, target, body, opt)
   return nil, last
 end
 
+-- An error's detail without JSON nulls (cjson.null prints as "userdata: (nil)"):
+-- a null field is left out, as if the answer had not sent it.
+local function strip_nulls(t, depth)
+  local out = {}
+  for k, v in pairs(t) do
+    if type(v) == "table" and depth < 8 then out[k] = strip_nulls(v, depth + 1)
+    elseif v ~= util.null then out[k] = v end
+  end
+  return out
+end
+
 -- An error object from an answer that is not the expected one (verified
 -- when signed; `verified` is passed when the caller already checked).
 function Call:_error_from(r, verified)
@@ -152,7 +163,7 @@ function Call:_error_from(r, verified)
   if type(data) == "table" and type(data.code) == "string" and data.code ~= "" then
     code = data.code
     message = type(data.message) == "string" and data.message or code
-    detail = type(data.detail) == "table" and data.detail or nil
+    detail = type(data.detail) == "table" and strip_nulls(data.detail, 1) or nil
   else
     code = errors.BAD_RESPONSE
     message = ("unexpected HTTP %d without an error code"):format(r.status)

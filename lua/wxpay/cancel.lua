@@ -109,10 +109,17 @@ function Cancel:cancel(args)
     -- the revoke may or may not have happened: ask before sending it again
     local qleft = deadline - monotonic_ms()
     if qleft <= 0 then break end
-    local order, qmeta = self:_query(kind, id, sub, { timeout_ms = qleft })
+    local order, qinfo = self:_query(kind, id, sub, { timeout_ms = qleft })
+    local qmeta, qerr = order and qinfo or nil, (not order) and qinfo or nil
     local state = order and FINAL[order.trade_state]
     if state then
       return state, { confirmed = true, attempts = attempts, order = order, meta = qmeta }
+    end
+    if qerr then
+      self:_log("warn", "query before resending failed", { attempt = attempts, code = qerr.code,
+        status = qerr.status, request_id = qerr.request_id, verified = qerr.verified })
+    else
+      self:_log("info", "order not final yet", { trade_state = order and order.trade_state })
     end
     local pause = backoff * (0.5 + math.random() * 0.5)
     backoff = math.min(backoff * 2, 8000)

@@ -369,11 +369,12 @@ function M.main(argv, env)
     list[i] = argv[i]
     if argv[i] == "--json" then ctx.json = true end
   end
-  local ok, res = xpcall(ctx.run, function(e)
+  -- a closure: Lua 5.1's xpcall passes no extra arguments to the function
+  local ok, res = xpcall(function() return ctx:run(list) end, function(e)
     if getmetatable(e) == Failure then return e end
     return setmetatable({ exit = EXIT_API, code = "INTERNAL_ERROR",
       message = "internal error: " .. tostring(e), trace = debug.traceback() }, Failure)
-  end, ctx, list)
+  end)
   if ctx.client then ctx.client:close() end
   if ctx.sandbox_dir then ctx:sandbox_tool().stop(ctx) end
   if ok then

@@ -15,13 +15,23 @@ local lua_version = rawget(_G, "jit") and rawget(_G, "jit").version or _VERSION
 local USER_AGENT = ("wxpay/%s (%s; libcurl/%s)"):format(core._VERSION, lua_version, core.curl_version)
 
 local OPTIONS = {
-  mchid = "string", sp_mchid = "string", sub_mchid = "string", serial_no = "string",
-  private_key = "string", platform_certs = "table", public_key = "string",
+  mchid = "string|number", sp_mchid = "string|number", sub_mchid = "string|number", serial_no = "string",
+  private_key = "string", platform_certs = "table|string", public_key = "string",
   public_key_id = "string", apiv3_key = "string", base_url = "string",
   backup_urls = "table", ca_file = "string", timeout_ms = "number",
   connect_timeout_ms = "number", transport = "string|function", user_agent = "string",
   logger = "function", max_body_bytes = "number", proxy = "string",
 }
+M.OPTIONS = OPTIONS -- name -> accepted Lua types (spec/docs_spec.lua checks docs/api.md covers them)
+
+-- Merchant ids are strings inside; a config file may hold them as JSON numbers.
+local function id_string(v, name)
+  if type(v) ~= "number" then return v end
+  if v ~= v or v < 1 or v >= 2 ^ 53 or v % 1 ~= 0 then
+    return nil, name .. " must be digits (a string, or a whole number)"
+  end
+  return ("%.0f"):format(v)
+end
 
 -- proxy: "env" (libcurl reads HTTPS_PROXY/ALL_PROXY/NO_PROXY) or one URL;
 -- without the option the environment's proxy variables are ignored.
@@ -59,6 +69,13 @@ local function validate(opts)
     end
   end
   local o = {}
+  local ids = {}
+  for _, k in ipairs { "mchid", "sp_mchid", "sub_mchid" } do
+    local v, ierr = id_string(opts[k], k)
+    if ierr then return util.config_error(ierr) end
+    ids[k] = v
+  end
+  opts = setmetatable(ids, { __index = opts })
   if opts.mchid and opts.sp_mchid then
     return util.config_error("give mchid (common mode) or sp_mchid (institutional mode), not both")
   end
@@ -76,6 +93,9 @@ local function validate(opts)
     o.mode, o.mchid, o.auth_mchid = "common", opts.mchid, opts.mchid
   else
     return util.config_error("missing mchid (common mode) or sp_mchid (institutional mode)")
+  end
+  if opts.serial_no == nil then
+    return util.config_error("missing serial_no (the merchant API certificate's serial, hex)")
   end
   if type(opts.serial_no) ~= "string" or not opts.serial_no:match("^%x+$") or #opts.serial_no > 64 then
     return util.config_error("serial_no must be the hex serial of the merchant API certificate")

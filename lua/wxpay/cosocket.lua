@@ -86,6 +86,7 @@ local function parse_url(url)
   return {
     host = host,
     addr = addr,
+    ip = v6 or addr == "127.0.0.1" or match(addr, "^%d+%.%d+%.%d+%.%d+$") ~= nil,
     port = port,
     target = target,
     host_header = port == 443 and shown or (shown .. ":" .. port),
@@ -317,6 +318,33 @@ local function connect_error(u, err)
   return fail(err == "timeout" and TIMEOUT or NETWORK_ERROR, msg, false)
 end
 
+-- sock:connect bounded by `left` ms, DNS included.  nginx's resolver answers to
+-- `resolver_timeout` (30 s by default), not to the socket's timeouts, so a host
+-- name is connected from a light thread that is killed when the time is up.
+-- IP literals (and "localhost", connected as 127.0.0.1) need no resolver.
+local function bounded_connect(sock, u, left)
+  local opts = { pool = u.pool }
+  local threads = ngx.thread
+  if u.ip or not threads then return sock:connect(u.addr, u.port, opts) end
+  local okc, worker = pcall(threads.spawn, function()
+    return "connect", sock:connect(u.addr, u.port, opts)
+  end)
+  if not okc then return sock:connect(u.addr, u.port, opts) end -- no light threads in this phase
+  local timer = threads.spawn(function()
+    ngx.sleep(left / 1000)
+    return "timer"
+  end)
+  local done, which, ok, err = threads.wait(worker, timer)
+  if not done or which == "connect" then
+    threads.kill(timer)
+    if not done then return nil, tostring(which) end -- connect raised
+    return ok, err
+  end
+  threads.kill(worker)   -- drops the pending DNS query (or connect) with it
+  sock:close()
+  return nil, "timeout"
+end
+
 -- Opens (or takes from the pool) a connection and does the TLS handshake.
 -- Returns sock, reused or nil, err.
 local function open(state, u, ex, connect_deadline, drain)
@@ -326,7 +354,7 @@ local function open(state, u, ex, connect_deadline, drain)
     local cleft = floor(min(connect_deadline, ex.deadline) - clock_ms())
     if cleft <= 0 then return fail(TIMEOUT, "timed out before connecting", false) end
     sock:settimeouts(cleft, cleft, cleft)
-    local ok, err = sock:connect(u.addr, u.port, { pool = u.pool })
+    local ok, err = bounded_connect(sock, u, cleft)
     if not ok then return connect_error(u, err) end
     local reused = (sock:getreusedtimes() or 0) > 0
     if not reused then

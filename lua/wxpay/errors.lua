@@ -28,7 +28,8 @@ local INFO = {
   TRADE_ERROR = {
     description = "Order error",
     action = "Check whether the user account is unusual, under risk control and in "
-      .. "compliance with the rules." },
+      .. "compliance with the rules. If the order was already refunded (query: trade_state "
+      .. "REFUND), it can no longer be revoked: nothing more to do for it." },
   -- other WeChat Pay v3 answers
   USERPAYING = {
     description = "The user is still paying (entering the password)",
@@ -101,6 +102,12 @@ table.sort(M.codes)
 --- Advice for a code: `{ description =, action =, retryable = }`.
 -- Unknown codes get a generic entry (never nil), so callers can always print it.
 function M.info(code)
+  if type(code) == "table" then code = code.code end   -- an error object (or any {code=})
+  if code == nil then
+    return setmetatable({ description = "No code given",
+      action = "Pass an error code string (e.g. \"SYSTEM_ERROR\") or an error object.",
+      retryable = false }, M.info_mt)
+  end
   local i = INFO[code]
   if not i then
     return setmetatable({ code = code, description = "Unknown code " .. tostring(code),
