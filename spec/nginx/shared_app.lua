@@ -55,7 +55,11 @@ local handlers = {}
 
 function handlers.query(a, r)
   local order, err = M.client:query { out_trade_no = a.out_trade_no }
-  if order then r.ok, r.trade_state = true, order.trade_state else r.ok, r.code, r.message = false, err.code, err.message end
+  if order then
+    r.ok, r.trade_state = true, order.trade_state
+  else
+    r.ok, r.code, r.message = false, err.code, err.message
+  end
 end
 
 -- n light threads make the first calls of one fresh client at once
@@ -81,7 +85,11 @@ end
 function handlers.fresh(a, r)
   local c = assert(wxpay.new(options { shared_dict = DICT }))
   local order, err = c:query { out_trade_no = a.out_trade_no }
-  if order then r.ok, r.trade_state = true, order.trade_state else r.ok, r.code, r.message = false, err.code, err.message end
+  if order then
+    r.ok, r.trade_state = true, order.trade_state
+  else
+    r.ok, r.code, r.message = false, err.code, err.message
+  end
   r.certificates = c:certificates()
   c:close()
 end

@@ -25,7 +25,10 @@ local function show(v) return type(v) == "table" and cjson.encode(v) or tostring
 local function test(name, fn)
   local ok, err = pcall(fn)
   if ok then passed = passed + 1; print("ok - " .. name)
-  else failed = failed + 1; print("not ok - " .. name .. ": " .. (type(err) == "table" and err.why or tostring(err))) end
+  else
+    failed = failed + 1
+    print("not ok - " .. name .. ": " .. (type(err) == "table" and err.why or tostring(err)))
+  end
 end
 local function note(fmt, ...) print("# " .. fmt:format(...)) end
 
@@ -185,7 +188,9 @@ local function logs()
   test("no key material in the logs", function()
     local all = err_log .. (read(LOGS .. "/access.log") or "")
     check(not all:find(SB.apiv3_key, 1, true) and not all:find("PRIVATE KEY", 1, true), "key logged")
-    for _, frag in ipairs(key_fragments(SB.private_key)) do check(not all:find(frag, 1, true), "key fragment logged") end
+    for _, frag in ipairs(key_fragments(SB.private_key)) do
+      check(not all:find(frag, 1, true), "key fragment logged")
+    end
   end)
 end
 
