@@ -136,8 +136,12 @@ function M.check_dir(path)
     return nil, "this build of wxpay.core has no private file helpers (core.private_dir): rebuild it"
   end
   if path == "" or path:find("\0", 1, true) then return nil, "cache_dir must be a directory path" end
-  local ok, err = core.private_dir(path)
-  if not ok then return nil, ("cache_dir %s: %s"):format(util.show_path(path), tostring(err)) end
+  local ok, err = core.private_dir(path)   -- made 0700; no link, ours, not group/other-writable
+  if not ok then return nil, "cache_dir: " .. tostring(err) end
+  local mode = core.file_mode(path)
+  if not mode or mode % 256 < 128 then     -- the owner's write bit (private_dir checked the owner)
+    return nil, ("cache_dir: %s is not writable (mode %o)"):format(path, mode or 0)
+  end
   return true
 end
 

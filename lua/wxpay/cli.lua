@@ -291,7 +291,14 @@ function Ctx:run(argv)
   elseif opts.cache_dir == nil and opts.apiv3_key and not a.sandbox then
     local dir = cli_args.default_cache_dir(getenv)
     local ok, why = false, "neither XDG_CACHE_HOME nor HOME is set"
-    if dir then ok, why = require("wxpay.certcache").check_dir(dir) end
+    if dir then
+      local certcache = require "wxpay.certcache"
+      ok, why = certcache.check_dir(dir)
+      if not ok and tostring(why):find("parent directory does not exist", 1, true) then
+        ok, why = certcache.check_dir(dir:match("^(.*)/[^/]+$"))     -- ~/.cache itself
+        if ok then ok, why = certcache.check_dir(dir) end
+      end
+    end
     if ok then
       opts.cache_dir, source.cache_dir = dir, "default"
     else
