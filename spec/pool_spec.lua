@@ -4,7 +4,6 @@
 -- and at most 16 KB of RSS per client beyond the first; clients closed in any
 -- order; revoke_many on one client while another calls from its progress
 -- callback.  The figures are printed with the machine's core count.
-local wxpay = require "wxpay"
 local H = require "helpers"
 
 local sb
