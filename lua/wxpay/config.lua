@@ -191,6 +191,7 @@ function M.load_config(path)
   cfg.private_key = rel(cfg.private_key)
   cfg.public_key = rel(cfg.public_key)
   cfg.ca_file = rel(cfg.ca_file)
+  cfg.cache_dir = rel(cfg.cache_dir)
   if type(cfg.platform_certs) == "string" then cfg.platform_certs = { cfg.platform_certs } end
   if type(cfg.platform_certs) == "table" then
     for i, p in ipairs(cfg.platform_certs) do cfg.platform_certs[i] = rel(p) end
