@@ -9,8 +9,8 @@
 -- content_by_lua: `require("shared_app").handle()` serves
 --   /query?out_trade_no=         the worker's shared client: {ok, pid, trade_state | code}
 --   /threads?n=&out_trade_no=     a fresh client (no dict), n light threads' first calls
---   /fresh?out_trade_no=          a fresh client with the dict (reads what is there)
---   /plant?kind=                  spoils the dict's record (what another tenant could do)
+--   /fresh?out_trade_no=[&both=1]  a fresh client with the dict [and a cache_dir]
+--   /plant?kind=                  spoils (or deletes) the dict's record
 --   /dict                         the dict's wxpay items (for the driver's secret check)
 --   /boot                         what init_worker saw
 local cjson = require "cjson.safe"
@@ -43,6 +43,7 @@ end
 
 function M.init(conf)
   M.sandbox = read_json(conf.sandbox_json)
+  M.cache_dir = conf.cache_dir
   M.client = assert(wxpay.new(options { shared_dict = DICT }))
   local c, err = wxpay.new(options { shared_dict = "no_such_dict" })
   M.boot.bad_dict = c and "accepted" or { code = err.code, message = err.message }
@@ -82,8 +83,9 @@ function handlers.threads(a, r)
   c:close()
 end
 
+-- /fresh?both=1: a fresh client with the dict and a cache_dir
 function handlers.fresh(a, r)
-  local c = assert(wxpay.new(options { shared_dict = DICT }))
+  local c = assert(wxpay.new(options { shared_dict = DICT, cache_dir = a.both and M.cache_dir or nil }))
   local order, err = c:query { out_trade_no = a.out_trade_no }
   if order then
     r.ok, r.trade_state = true, order.trade_state
@@ -104,7 +106,9 @@ function handlers.plant(a, r)
     if not k:find(":lock$") then
       local v = dict:get(k)
       local rec = cjson.decode(v)
-      if a.kind == "garbage" then
+      if a.kind == "delete" then
+        v = nil
+      elseif a.kind == "garbage" then
         v = v:sub(1, math.floor(#v / 2))
       elseif a.kind == "future" then
         rec.saved_at = rec.saved_at + 3600

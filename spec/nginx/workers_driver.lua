@@ -147,6 +147,24 @@ local function run()
     check(d == 1, "%d downloads, want 1", d)
   end)
 
+  test("shared_dict and cache_dir together: the dict first, a new download kept in both", function()
+    local s0 = stats()
+    local r = get("/fresh?both=1&out_trade_no=" .. no)                 -- from the dict
+    check(type(r) == "table" and r.ok, "%s", show(r))
+    check(stats().downloads == s0.downloads, "downloaded although the dict had a record")
+    check(type(get("/plant?kind=delete")) == "table", "delete")
+    r = get("/fresh?both=1&out_trade_no=" .. no)                       -- empty dict, empty dir
+    check(type(r) == "table" and r.ok, "%s", show(r))
+    check(stats().downloads == s0.downloads + 1, "want one download")
+    check(type(get("/plant?kind=delete")) == "table", "delete")
+    r = get("/fresh?both=1&out_trade_no=" .. no)                       -- from the directory
+    check(type(r) == "table" and r.ok, "%s", show(r))
+    check(stats().downloads == s0.downloads + 1, "the directory did not keep the download")
+    r = get("/fresh?out_trade_no=" .. no)                              -- nor the dict
+    check(type(r) == "table" and r.ok, "%s", show(r))
+    check(stats().downloads == s0.downloads + 2, "want one more download after the dict was emptied")
+  end)
+
   for _, kind in ipairs { "body", "garbage", "future" } do
     test("a spoiled dict record (" .. kind .. ") is refused with a warning, then one fresh download", function()
       local p = get("/plant?kind=" .. kind)
