@@ -240,6 +240,27 @@ describe("sharing certificate downloads", function()
       assert.truthy(text)
     end, "no valid certificate")
 
+    it("without a logger the warning goes to stderr (outside nginx), and the call succeeds", function()
+      local d = tmpdir()
+      local c0 = cache_client(d .. "/cache")
+      assert(c0:certificates())
+      c0:close()
+      H.write(record_file(d .. "/cache"), "{\"format\":")
+      H.write(d .. "/opts.json", cjson.encode(v3_options { cache_dir = d .. "/cache" }))
+      H.write(d .. "/p.lua", ([[
+        package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
+        package.cpath = "./%s/?.so;" .. package.cpath
+        local c = assert(require("wxpay").new(require("cjson").decode(io.open(%q):read("*a"))))
+        io.write(c:certificates() and "OK" or "FAIL")
+      ]]):format(rawget(_G, "jit") and "build/luajit" or "build/5.4", d .. "/opts.json"))
+      local lua = rawget(_G, "jit") and "luajit" or "lua5.4"
+      local out = H.sh(("%s %s 2>%s"):format(lua, shq(d .. "/p.lua"), shq(d .. "/err")))
+      assert.equal("OK", out)
+      local err = must_read(d .. "/err")
+      assert.matches("^wxpay: warning: ignoring the saved certificates in cache_dir file", err)
+      assert.falsy(err:find(sb.cfg.apiv3_key, 1, true))
+    end)
+
     it("a record older than 12 h counts as due: one download, no warning", function()
       local d = tmpdir()
       local c0 = cache_client(d)
