@@ -50,6 +50,7 @@ build = {
       ["wxpay.verify"] = "lua/wxpay/verify.lua",
       ["wxpay.certificates"] = "lua/wxpay/certificates.lua",
       ["wxpay.keystore"] = "lua/wxpay/keystore.lua",
+      ["wxpay.certcache"] = "lua/wxpay/certcache.lua",
       ["wxpay.orders"] = "lua/wxpay/orders.lua",
       ["wxpay.cancel"] = "lua/wxpay/cancel.lua",
       ["wxpay.batch"] = "lua/wxpay/batch.lua",

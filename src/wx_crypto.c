@@ -369,31 +369,19 @@ struct wx_key {
     EVP_PKEY *pkey;
     EVP_PKEY_CTX *pctx;   /* sign_init / verify_init done: PKCS#1 v1.5, SHA-256 */
     EVP_MD_CTX *md;       /* reused for the SHA-256 of each message */
+    EVP_MD *sha256;       /* fetched once per key (OpenSSL shares the object):
+                             no implicit fetch per digest, nothing global to
+                             free when the module is unloaded */
     int signing;
     int ready;            /* pctx initialised; cleared after an error */
 };
-
-static EVP_MD *sha256_md;          /* fetched once per process */
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
-
-static void sha256_fetch(void)
-{
-    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-    ERR_clear_error();
-}
-
-static const EVP_MD *sha256(void)
-{
-    pthread_once(&sha256_once, sha256_fetch);
-    return sha256_md ? sha256_md : EVP_sha256();
-}
 
 static int key_ctx_init(wx_key *k)
 {
     int ok = k->signing ? EVP_PKEY_sign_init(k->pctx) : EVP_PKEY_verify_init(k->pctx);
     k->ready = ok == 1 &&
         EVP_PKEY_CTX_set_rsa_padding(k->pctx, RSA_PKCS1_PADDING) == 1 &&
-        EVP_PKEY_CTX_set_signature_md(k->pctx, sha256()) == 1;
+        EVP_PKEY_CTX_set_signature_md(k->pctx, k->sha256) == 1;
     return k->ready ? 0 : -1;
 }
 
@@ -407,7 +395,8 @@ wx_key *wx_key_new(EVP_PKEY *pkey, int signing, const char **err)
     k->signing = signing;
     k->pctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
     k->md = EVP_MD_CTX_new();
-    if (!k->pctx || !k->md || key_ctx_init(k)) {
+    k->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (!k->pctx || !k->md || !k->sha256 || key_ctx_init(k)) {
         wx_key_free(k);
         ERR_clear_error();
         *err = signing ? "cannot set up RSA-SHA256 signing with this key"
@@ -422,6 +411,7 @@ void wx_key_free(wx_key *k)
     if (!k) return;
     EVP_MD_CTX_free(k->md);
     EVP_PKEY_CTX_free(k->pctx);
+    EVP_MD_free(k->sha256);
     EVP_PKEY_free(k->pkey);
     free(k);
 }
@@ -433,7 +423,7 @@ static int digest(wx_key *k, const wx_part *parts, size_t nparts, unsigned char 
 {
     unsigned int n = 0;
     size_t i;
-    if (EVP_DigestInit_ex2(k->md, sha256(), NULL) != 1) return 0;
+    if (EVP_DigestInit_ex2(k->md, k->sha256, NULL) != 1) return 0;
     for (i = 0; i < nparts; i++)
         if (parts[i].len && EVP_DigestUpdate(k->md, parts[i].data, parts[i].len) != 1) return 0;
     return EVP_DigestFinal_ex(k->md, md, &n) == 1 && n == 32;

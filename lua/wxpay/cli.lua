@@ -350,6 +350,27 @@ function Ctx:run(argv)
   end
   self.sources = describe_sources(source)
 
+  -- downloaded certificates kept for the next run (docs/scaling.md)
+  if a.no_cache then
+    opts.cache_dir, source.cache_dir = nil, nil
+  elseif opts.cache_dir == nil and opts.apiv3_key and not a.sandbox then
+    local dir = cli_args.default_cache_dir(getenv)
+    local ok, why = false, "neither XDG_CACHE_HOME nor HOME is set"
+    if dir then
+      local certcache = require "wxpay.certcache"
+      ok, why = certcache.check_dir(dir)
+      if not ok and tostring(why):find("parent directory does not exist", 1, true) then
+        ok, why = certcache.check_dir(dir:match("^(.*)/[^/]+$"))     -- ~/.cache itself
+        if ok then ok, why = certcache.check_dir(dir) end
+      end
+    end
+    if ok then
+      opts.cache_dir, source.cache_dir = dir, "default"
+    else
+      self:err(PROGRAM, ": warning: downloading certificates without a cache (--no-cache hides this): ",
+        tostring(why), "\n")
+    end
+  end
   local level = a.verbose and LEVELS.debug or (a.command == "cancel" and LEVELS.info or LEVELS.warn)
   opts.logger = self:logger(level)
   local client, err = wxpay.new(opts)

@@ -1,7 +1,8 @@
 --- The wxpay.Client object: its fields, logging, lifetime and printing, and
 -- the methods of the modules that each do one part of a call:
 --   orders (revoke, query, request) -> call (sign, send, backup hosts)
---   -> verify (signature, clock, serial) -> certificates (download, refresh);
+--   -> verify (signature, clock, serial) -> certificates (download, refresh;
+--   certcache: shared_dict / cache_dir);
 --   cancel (the cancel flow); batch (revoke_many); notification (verify + decrypt).
 -- Must not: hold key material in the client table (see wxpay.secrets).
 local secrets = require "wxpay.secrets"

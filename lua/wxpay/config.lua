@@ -21,6 +21,7 @@ local OPTIONS = {
   backup_urls = "table", ca_file = "string", timeout_ms = "number",
   connect_timeout_ms = "number", transport = "string|function", user_agent = "string",
   logger = "function", max_body_bytes = "number", proxy = "string",
+  shared_dict = "string", cache_dir = "string",
 }
 M.OPTIONS = OPTIONS -- name -> accepted Lua types (spec/docs_spec.lua checks docs/api.md covers them)
 
@@ -161,6 +162,26 @@ local function validate(opts)
     return util.config_error("no way to verify answers: give platform_certs, public_key "
       .. "(+ public_key_id) or apiv3_key; verification cannot be switched off")
   end
+  -- where downloaded certificates are shared (docs/scaling.md)
+  if opts.shared_dict or opts.cache_dir then
+    if not opts.apiv3_key then
+      return util.config_error("shared_dict and cache_dir keep downloaded certificates: they need apiv3_key")
+    end
+    local certcache = require "wxpay.certcache"
+    local name = certcache.name(o.auth_mchid, o.base_urls[1])
+    o.cert_stores = {}
+    if opts.shared_dict then
+      local dict, derr = certcache.check_dict(opts.shared_dict)
+      if not dict then return util.config_error(derr) end
+      o.cert_stores.dict = certcache.dict(dict, opts.shared_dict, name)
+      o.cert_stores[1] = o.cert_stores.dict
+    end
+    if opts.cache_dir then
+      local ok, derr = certcache.check_dir(opts.cache_dir)
+      if not ok then return util.config_error(derr) end
+      o.cert_stores[#o.cert_stores + 1] = certcache.dir(opts.cache_dir, name)
+    end
+  end
   return o
 end
 
@@ -231,6 +252,7 @@ function M.load_config(path, log)
   cfg.private_key = rel(cfg.private_key)
   cfg.public_key = rel(cfg.public_key)
   cfg.ca_file = rel(cfg.ca_file)
+  cfg.cache_dir = rel(cfg.cache_dir)
   if type(cfg.platform_certs) == "string" then cfg.platform_certs = { cfg.platform_certs } end
   if type(cfg.platform_certs) == "table" then
     for i, p in ipairs(cfg.platform_certs) do cfg.platform_certs[i] = rel(p) end

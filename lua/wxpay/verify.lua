@@ -126,9 +126,11 @@ function Verify:_verify(r, what)
       :format(what, math.floor(math.abs(t - tonumber(ts))), CLOCK_SKEW)
   end
   local key, why = self.keys:get(serial, t)
-  if not key and (secrets.get(self) or {}).apiv3_key and not self._downloading then
+  if not key and (secrets.get(self) or {}).apiv3_key then
     local last = self.keys.last_unknown
-    if not last or t - last >= UNKNOWN_SERIAL_PAUSE then
+    if self._downloading then  -- one in flight (another light thread): wait for its outcome
+      if self:_refresh_certificates() then key, why = self.keys:get(serial, t) end
+    elseif not last or t - last >= UNKNOWN_SERIAL_PAUSE then
       self.keys.last_unknown = t
       self:_log("info", "unknown platform serial: refreshing certificates", { serial = serial })
       local ok = self:_refresh_certificates()

@@ -3,9 +3,12 @@
 #
 # Starts a sandbox and one nginx (one worker, master_process off, a temp prefix),
 # runs spec/nginx/driver.lua (Lua 5.4 + the curl CLI) against it, stops nginx,
-# checks its error log, and ends with the line "nginx: N passed, N failed".
+# checks its error log; then a second nginx (4 workers under a master process,
+# a lua_shared_dict: spec/nginx/workers.conf.in) for spec/nginx/workers_driver.lua;
+# and ends with the line "nginx: N passed, N failed".
 # Everything it starts is stopped by PID (trap), whatever happens.
 #   WXPAY_NGINX_KEEP=1  keep the temp directory (logs, nginx.conf) for a look
+#   WXPAY_NGINX_ONLY=workers  only the second run (quicker while working on it)
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 ROOT=$(pwd)
@@ -73,14 +76,14 @@ curl -s -f -m 10 -o /dev/null -H 'Content-Type: application/json' \
 # 2. free ports (nginx http, chunking proxy, untrusted TLS, raw answers, one nobody listens on)
 ports=$(/usr/bin/python3 - <<'EOF'
 import socket
-ss = [socket.socket() for _ in range(5)]
+ss = [socket.socket() for _ in range(6)]
 for s in ss:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))
 EOF
 ) || setup_failed "no free ports"
 set -- $ports
-port=$1 proxy_port=$2 untrusted_port=$3 raw_port=$4 refused_port=$5
+port=$1 proxy_port=$2 untrusted_port=$3 raw_port=$4 refused_port=$5 workers_port=$6
 
 # 3. nginx: a prefix, a certificate no trusted CA signed, the conf
 mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/tmp"
@@ -95,6 +98,9 @@ sed -e "s|@PREFIX@|$prefix|g" -e "s|@REPO@|$ROOT|g" -e "s|@CA_FILE@|$ca_file|g" 
     -e "s|@RAW_PORT@|$raw_port|g" -e "s|@REFUSED_PORT@|$refused_port|g" -e "s|@BOOT_ORDER@|$boot_order|g" \
     spec/nginx/nginx.conf.in > "$prefix/conf/nginx.conf"
 
+if [ "${WXPAY_NGINX_ONLY:-}" = workers ]; then
+    echo "counts: 0 0" > "$work/run.out"; echo "counts: 0 0" > "$work/logs.out"
+else
 nginx -p "$prefix" -c "$prefix/conf/nginx.conf" -e "$prefix/logs/error.log" \
     > "$prefix/logs/stdout.log" 2>&1 < /dev/null &
 nginx_pid=$!
@@ -115,9 +121,34 @@ export WXPAY_NGINX_PID="$nginx_pid"
 $LUA spec/nginx/driver.lua run | tee "$work/run.out"
 stop_nginx
 $LUA spec/nginx/driver.lua logs | tee "$work/logs.out"
+fi
+
+# 5. the second nginx: 4 workers under a master process (stopped by its PID),
+#    sharing the certificate download through a lua_shared_dict
+prefix=$work/nginx-workers
+mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/tmp"
+sed -e "s|@PREFIX@|$prefix|g" -e "s|@REPO@|$ROOT|g" -e "s|@CA_FILE@|$ca_file|g" \
+    -e "s|@SANDBOX_JSON@|$json|g" -e "s|@PORT@|$workers_port|g" \
+    -e "s|@USER@|$(id -un) $(id -gn)|g" spec/nginx/workers.conf.in > "$prefix/conf/nginx.conf"
+nginx -p "$prefix" -c "$prefix/conf/nginx.conf" -e "$prefix/logs/error.log" \
+    > "$prefix/logs/stdout.log" 2>&1 < /dev/null &
+nginx_pid=$!
+i=0
+until curl -s -f -m 1 -o /dev/null "http://127.0.0.1:$workers_port/boot"; do
+    kill -0 "$nginx_pid" 2>/dev/null || { cat "$prefix/logs/stdout.log"; setup_failed "nginx (4 workers) exited"; }
+    i=$((i + 1))
+    [ $i -lt 100 ] || setup_failed "nginx (4 workers) did not answer within 10 s"
+    sleep 0.1
+done
+export WXPAY_NGINX_URL="http://127.0.0.1:$workers_port"
+export WXPAY_SANDBOX_JSON="$json"
+export WXPAY_NGINX_LOGS="$prefix/logs"
+$LUA spec/nginx/workers_driver.lua run | tee "$work/workers-run.out"
+stop_nginx
+$LUA spec/nginx/workers_driver.lua logs | tee "$work/workers-logs.out"
 
 passed=0; failed=0
-for f in "$work/run.out" "$work/logs.out"; do
+for f in "$work/run.out" "$work/logs.out" "$work/workers-run.out" "$work/workers-logs.out"; do
     line=$(grep -E '^counts: [0-9]+ [0-9]+$' "$f" | tail -n 1)
     if [ -z "$line" ]; then
         failed=$((failed + 1)); echo "nginx suite: $(basename "$f" .out) did not finish"

@@ -50,6 +50,10 @@ Configuration (flags override the environment, which overrides the file):
   --base-url URL          WXPAY_BASE_URL       default https://apihk.mch.weixin.qq.com
   --ca-file FILE          WXPAY_CA_FILE        CA bundle for the server
   --timeout-ms N          WXPAY_TIMEOUT_MS     whole-request limit
+  --cache-dir DIR         WXPAY_CACHE_DIR      where downloaded platform certificates
+                          are kept (encrypted, as WeChat sent them) for the next
+                          run; default $XDG_CACHE_HOME/wxpay, else ~/.cache/wxpay
+  --no-cache              neither read nor keep downloaded certificates
 
 Output:
   --json                  one JSON object on stdout, also on failure
@@ -149,6 +153,7 @@ local CONFIG = {
   { key = "base_url", env = "WXPAY_BASE_URL", flag = "--base-url" },
   { key = "ca_file", env = "WXPAY_CA_FILE", flag = "--ca-file" },
   { key = "timeout_ms", env = "WXPAY_TIMEOUT_MS", flag = "--timeout-ms", number = true },
+  { key = "cache_dir", env = "WXPAY_CACHE_DIR", flag = "--cache-dir" },
 }
 
 -- Command-line options: name -> { field, takes a value?, commands it is for }
@@ -159,6 +164,7 @@ local OPTIONS = {
   ["--verbose"] = { "verbose" }, ["-v"] = { "verbose" },
   ["--config"] = { "config", true },
   ["--sandbox"] = { "sandbox" },
+  ["--no-cache"] = { "no_cache" },
   ["--seed"] = { "seed", true, ORDER_COMMANDS },
   ["--out-trade-no"] = { "out_trade_no", true, ORDER_COMMANDS },
   ["--transaction-id"] = { "transaction_id", true, ORDER_COMMANDS },
@@ -291,6 +297,15 @@ local function default_config_path(getenv)
   if not base then return nil end
   local p = base .. "/wxpay/config"
   if exists(p) then return p end
+  return nil
+end
+
+--- The default certificate cache: $XDG_CACHE_HOME/wxpay, else ~/.cache/wxpay.
+function M.default_cache_dir(getenv)
+  local xdg = getenv("XDG_CACHE_HOME")
+  if xdg and xdg:sub(1, 1) == "/" then return xdg .. "/wxpay" end
+  local home = getenv("HOME")
+  if home and home ~= "" then return home .. "/.cache/wxpay" end
   return nil
 end
 
