@@ -11,7 +11,9 @@ The last line printed is `sandbox: N passed, N failed`.
 """
 
 import base64
+import datetime
 import http.client
+import http.server
 import json
 import os
 import re
@@ -23,6 +25,7 @@ import string
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.parse
@@ -40,7 +43,12 @@ ALNUM = string.ascii_letters + string.digits
 CONFIG_KEYS = {"pid", "base_url", "control_url", "ca_file", "mchid", "sp_mchid", "sub_mchid",
                "serial_no", "private_key", "private_key_pkcs1", "merchant_cert",
                "platform_cert", "platform_serial", "public_key", "public_key_id",
-               "apiv3_key", "dir"}
+               "apiv3_key", "dir", "client_config", "client_config_institutional"}
+STATS = {"requests", "connections", "handshakes", "downloads", "revokes", "queries", "refunds",
+         "rejected", "ratelimited", "notifications", "notification_attempts",
+         "notification_acks", "notification_failures"}
+CLIENT_OPTIONS = {"mchid", "sp_mchid", "sub_mchid", "serial_no", "private_key", "platform_certs",
+                  "apiv3_key", "base_url", "ca_file"}
 
 
 def ctl(*args):
@@ -53,7 +61,7 @@ def start_sandbox(directory, *extra):
     elapsed = time.monotonic() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"ctl start failed: {proc.stdout}{proc.stderr}")
-    return json.loads(proc.stdout), elapsed
+    return json.loads(proc.stdout), elapsed, proc.stderr
 
 
 class Answer:
@@ -242,6 +250,58 @@ def openssl_verify(pubkey_pem_path, answer, tmp):
     return p.returncode == 0 and "Verified OK" in p.stdout, p.stdout + p.stderr
 
 
+class Receiver:
+    """A merchant's notification handler on 127.0.0.1 (http, or https with tls=context).
+
+    Records every POST as (path, headers with lower-case names, body, time) and answers
+    the statuses in `statuses` in turn, then `default`; waits `delay` s before answering."""
+
+    def __init__(self, statuses=(), default=204, tls=None, delay=0.0, host="127.0.0.1"):
+        self.got, self.statuses, self.default, self.delay = [], list(statuses), default, delay
+        self.cond = threading.Condition()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with outer.cond:
+                    outer.got.append((self.path, {k.lower(): v for k, v in self.headers.items()},
+                                      body, time.time()))
+                    status = outer.statuses.pop(0) if outer.statuses else outer.default
+                    outer.cond.notify_all()
+                if outer.delay:
+                    time.sleep(outer.delay)
+                answer = b"" if status == 204 else b"ok"
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                except OSError:
+                    pass                      # the sandbox gave up waiting (timeout test)
+
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        port = self.server.server_address[1]
+        self.url = f"{'https' if tls else 'http'}://{host}:{port}/wx/notify"
+
+    def wait(self, n, timeout=5.0):
+        with self.cond:
+            self.cond.wait_for(lambda: len(self.got) >= n, timeout)
+            return list(self.got)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class SandboxTest(unittest.TestCase):
     """Everything against one running sandbox; each test starts from POST /reset."""
 
@@ -249,7 +309,7 @@ class SandboxTest(unittest.TestCase):
     def setUpClass(cls):
         cls.dir = os.environ.get("SANDBOX_SELFTEST_DIR") or tempfile.mkdtemp(prefix="wxsandbox-")
         cls.fresh = not os.path.isdir(os.path.join(cls.dir, "creds"))
-        cls.cfg, cls.start_time = start_sandbox(cls.dir)
+        cls.cfg, cls.start_time, cls.start_err = start_sandbox(cls.dir)
         cls.c = Client(cls.cfg)
         cls.tmp = tempfile.mkdtemp(prefix="wxsandbox-test-")
 
@@ -319,6 +379,39 @@ class SandboxTest(unittest.TestCase):
                 mode = os.stat(os.path.join(creds, name)).st_mode & 0o777
                 self.assertEqual(mode, 0o600, name)
         self.assertEqual(self.c.ok("GET", "/config"), cfg)
+
+    def test_client_json(self):
+        cfg = self.cfg
+        want = {"client.json": {"mchid": cfg["mchid"]},
+                "client-institutional.json": {"sp_mchid": cfg["sp_mchid"],
+                                              "sub_mchid": cfg["sub_mchid"]}}
+        for name, ids in want.items():
+            path = os.path.join(cfg["dir"], name)
+            self.assertEqual(os.stat(path).st_mode & 0o777, 0o600, name)   # holds the APIv3 key
+            with open(path) as f:
+                got = json.load(f)
+            self.assertLessEqual(set(got), CLIENT_OPTIONS, name)
+            self.assertEqual(got, dict(ids, serial_no=cfg["serial_no"],
+                                       private_key=cfg["private_key"],
+                                       platform_certs=[cfg["platform_cert"]],
+                                       apiv3_key=cfg["apiv3_key"], base_url=cfg["base_url"],
+                                       ca_file=cfg["ca_file"]), name)
+            for p in [got["private_key"], got["ca_file"], *got["platform_certs"]]:
+                self.assertTrue(os.path.isabs(p) and os.path.isfile(p), p)
+            self.assertEqual(len(got["apiv3_key"].encode()), 32)
+        self.assertEqual(cfg["client_config"], os.path.join(cfg["dir"], "client.json"))
+        self.assertEqual(cfg["client_config_institutional"],
+                         os.path.join(cfg["dir"], "client-institutional.json"))
+        self.assertIn(cfg["client_config"], self.start_err)        # ctl start names it
+        # a client built from client.json alone works against this sandbox
+        with open(cfg["client_config"]) as f:
+            opts = json.load(f)
+        c = Client(dict(cfg, ca_file=opts["ca_file"], base_url=opts["base_url"],
+                        private_key=opts["private_key"], platform_cert=opts["platform_certs"][0]))
+        no = self.new_order()["out_trade_no"]
+        a = c.query(no, q={"mchid": opts["mchid"]}, mchid=opts["mchid"], serial=opts["serial_no"])
+        self.assertEqual(a.status, 200, a.body)
+        self.assertTrue(c.check(a, refresh=False))
 
     def test_tls_certificate(self):
         for host in ("localhost", "127.0.0.1"):       # SAN has DNS:localhost and IP:127.0.0.1
@@ -846,6 +939,522 @@ class SandboxTest(unittest.TestCase):
         self.assertIn("request-id", a.headers)
         self.assertEqual(self.c.order(no)["trade_state"], "SUCCESS")
 
+    # -- notifications ---------------------------------------------------------------------------------
+    def receiver(self, *args, **kw):
+        r = Receiver(*args, **kw)
+        self.addCleanup(r.close)
+        return r
+
+    def note_verifies(self, headers, body, key=None):
+        """True if the notification's Wechatpay-Signature verifies (with `key` if given)."""
+        try:
+            ts, nonce = headers["wechatpay-timestamp"], headers["wechatpay-nonce"]
+            sig = base64.b64decode(headers["wechatpay-signature"], validate=True)
+            key = key or self.c.keys[headers["wechatpay-serial"]]
+            key.verify(sig, f"{ts}\n{nonce}\n".encode() + body + b"\n",
+                       padding.PKCS1v15(), hashes.SHA256())
+            return True
+        except (KeyError, ValueError, InvalidSignature):
+            return False
+
+    def note_plaintext(self, body, key=None):
+        r = json.loads(body)["resource"]
+        return AESGCM((key or self.cfg["apiv3_key"]).encode()).decrypt(
+            r["nonce"].encode(), base64.b64decode(r["ciphertext"]), r["associated_data"].encode())
+
+    def public_pem(self, serial):
+        """A PEM public key file for the platform certificate `serial`, for openssl dgst."""
+        cert = [c for e, c in self.c.download() if e["serial_no"] == serial][0]
+        path = os.path.join(self.tmp, f"pub-{serial}.pem")
+        with open(path, "wb") as f:
+            f.write(cert.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+        return path
+
+    def check_wire_format(self, headers, body, event_type, original_type, summary):
+        """The headers and body of a WeChat Pay v3 notification; returns the body JSON."""
+        for name in ("wechatpay-timestamp", "wechatpay-nonce", "wechatpay-signature",
+                     "wechatpay-serial"):
+            self.assertIn(name, headers)
+        self.assertEqual(headers["wechatpay-signature-type"], SCHEME)
+        self.assertEqual(headers["content-type"], "application/json")
+        self.assertAlmostEqual(int(headers["wechatpay-timestamp"]), time.time(), delta=5)
+        self.assertRegex(headers["wechatpay-nonce"], r"^[0-9A-Za-z]{32}$")
+        obj = json.loads(body)
+        self.assertEqual(list(obj), ["id", "create_time", "resource_type", "event_type",
+                                     "summary", "resource"])
+        self.assertEqual(body, json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode())
+        self.assertRegex(obj["id"], r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+        self.assertRegex(obj["create_time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00$")
+        self.assertEqual((obj["resource_type"], obj["event_type"], obj["summary"]),
+                         ("encrypt-resource", event_type, summary))
+        r = obj["resource"]
+        self.assertEqual(list(r), ["original_type", "algorithm", "ciphertext", "associated_data",
+                                   "nonce"])
+        self.assertEqual((r["original_type"], r["algorithm"], r["associated_data"]),
+                         (original_type, "AEAD_AES_256_GCM", original_type))
+        self.assertRegex(r["nonce"], r"^[0-9A-Za-z]{12}$")
+        return obj
+
+    def test_notify_config(self):
+        bad = [{"url": "http://example.com/n"}, {"url": "http://10.0.0.1/n"},
+               {"url": "http://[::2]:80/"}, {"url": "ftp://127.0.0.1/"}, {"url": "127.0.0.1:80/x"},
+               {"url": "http://user:pw@127.0.0.1/"}, {"url": "http://127.0.0.1:99999/"},
+               {"url": "http://localhost.example.com/"}, {"url": 5}, {"url": ""},
+               {"url": "http://127.0.0.1/", "ca_file": "/nonexistent/ca.pem"},
+               {"url": "https://127.0.0.1/", "ca_file": "relative.pem"},
+               {"url": "https://127.0.0.1/", "ca_file": __file__},
+               {"url": "http://127.0.0.1/", "retries": [0.1, -1]},
+               {"url": "http://127.0.0.1/", "retries": "0.1"},
+               {"url": "http://127.0.0.1/", "timeout": 0},
+               {"url": "http://127.0.0.1/", "on_revoke": "yes"},
+               {"url": "http://127.0.0.1/", "colour": 1}]
+        for spec in bad:
+            status, body = self.c.control("POST", "/notify", spec)
+            self.assertEqual(status, 400, (spec, body))
+        for url in ("http://127.0.0.1:1/x", "http://127.9.8.7:65535/a?b=c", "http://localhost/",
+                    "http://[::1]:8080/n", "https://localhost:8443/n"):
+            self.assertEqual(self.c.ok("POST", "/notify", {"url": url})["url"], url)
+        got = self.c.ok("POST", "/notify", {"url": "https://127.0.0.1:1/n", "ca_file": self.cfg["ca_file"],
+                                            "on_revoke": True, "retries": [0.1], "timeout": 1})
+        self.assertEqual(got, {"url": "https://127.0.0.1:1/n", "ca_file": self.cfg["ca_file"],
+                               "on_revoke": True, "retries": [0.1], "timeout": 1})
+        self.assertEqual(self.c.ok("GET", "/notify"), got)
+        self.c.ok("POST", "/reset")                                  # reset forgets the handler
+        self.assertEqual(self.c.ok("GET", "/notify"), {"url": None, "ca_file": None, "on_revoke": False,
+                                                       "retries": [0.2, 0.5, 1.0, 2.0], "timeout": 2.0})
+        for spec in ({"event_type": "X", "resource": {}, "mutate": "explode"},
+                     {"event_type": "", "resource": {}}, {"event_type": "X", "resource": []},
+                     {"event_type": "X", "resource": {}, "url": "http://192.168.1.1/"},
+                     {"event_type": "X", "resource": {}, "signing": "magic"},
+                     {"event_type": "X", "resource": {}, "wait": 1}, {"resource": {}}):
+            self.assertEqual(self.c.control("POST", "/notify/send", spec)[0], 400, spec)
+
+    def test_notify_pay(self):
+        r = self.receiver()
+        self.c.ok("POST", "/notify", {"url": r.url})
+        order = self.new_order(trade_state="NOTPAY", total=888)
+        paid = self.c.ok("POST", "/orders/" + order["out_trade_no"] + "/pay")
+        self.assertEqual(paid["order"]["trade_state"], "SUCCESS")
+        self.assertAlmostEqual(paid["order"]["paid_at"], time.time(), delta=5)
+        nid = paid["notification"]["id"]
+        self.assertEqual(paid["notification"]["event_type"], "TRANSACTION.SUCCESS")
+        (path, headers, body, _), = r.wait(1)
+        self.assertEqual(path, "/wx/notify")
+        obj = self.check_wire_format(headers, body, "TRANSACTION.SUCCESS", "transaction", "支付成功")
+        self.assertEqual(obj["id"], nid)
+        self.assertEqual(headers["wechatpay-serial"], self.cfg["platform_serial"])
+        self.assertTrue(self.note_verifies(headers, body))
+        ok, out = openssl_verify(self.public_pem(headers["wechatpay-serial"]), Answer(200, headers, body),
+                                 self.tmp)
+        self.assertTrue(ok, out)
+        plain = json.loads(self.note_plaintext(body))
+        self.assertEqual((plain["trade_state"], plain["mchid"], plain["out_trade_no"],
+                          plain["transaction_id"], plain["id"], plain["amount"]["total"]),
+                         ("SUCCESS", self.cfg["mchid"], order["out_trade_no"], order["transaction_id"],
+                          order["transaction_id"], 888))
+        self.assertRegex(plain["success_time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00$")
+        q = self.c.query(order["out_trade_no"]).json()            # the query agrees
+        self.assertEqual({k: q[k] for k in q}, {k: plain[k] for k in q})
+        time.sleep(0.1)
+        st = self.c.stats()
+        self.assertEqual([st[k] for k in ("notifications", "notification_attempts", "notification_acks",
+                                          "notification_failures")], [1, 1, 1, 0])
+        log = self.c.ok("GET", "/notify/log")
+        self.assertEqual([(e["id"], e["event_type"], e["attempt"], e["status"], e["error"]) for e in log],
+                         [(nid, "TRANSACTION.SUCCESS", 1, 204, None)])
+        # paying again re-sends; closed orders cannot be paid; unknown ones are 404
+        self.assertEqual(self.c.ok("POST", "/orders/" + order["out_trade_no"] + "/pay")["order"]["paid_at"],
+                         paid["order"]["paid_at"])
+        self.assertEqual(len(r.wait(2)), 2)
+        closed = self.new_order(trade_state="CLOSED")["out_trade_no"]
+        self.assertEqual(self.c.control("POST", "/orders/" + closed + "/pay")[0], 409)
+        self.assertEqual(self.c.control("POST", "/orders/NOPE/pay")[0], 404)
+        # institutional: sp_mchid + sub_mchid in the resource, no mchid
+        sp, sub = self.cfg["sp_mchid"], "1900000777"
+        inst = self.new_order(sp_mchid=sp, sub_mchid=sub, trade_state="USERPAYING")["out_trade_no"]
+        self.new_order(inst, trade_state="NOTPAY")                # same number, common mode
+        got = self.c.ok("POST", "/orders/" + inst + "/pay", {"sp_mchid": sp, "sub_mchid": sub})
+        self.assertEqual(got["order"]["mode"], "institutional")
+        plain = json.loads(self.note_plaintext(r.wait(3)[2][2]))
+        self.assertEqual((plain["sp_mchid"], plain["sub_mchid"], plain["out_trade_no"]), (sp, sub, inst))
+        self.assertNotIn("mchid", plain)
+        self.assertEqual(self.c.ok("GET", "/orders/" + inst + "?mchid=" + self.cfg["mchid"])["trade_state"],
+                         "NOTPAY")
+        self.c.ok("POST", "/notify", {"url": None})                # no handler: paying still works
+        other = self.new_order(trade_state="NOTPAY")["out_trade_no"]
+        self.assertIsNone(self.c.ok("POST", "/orders/" + other + "/pay")["notification"])
+        self.assertEqual(self.c.stats()["notifications"], 3)
+
+    def test_notify_https(self):
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        creds = os.path.dirname(self.cfg["ca_file"])
+        tls.load_cert_chain(os.path.join(creds, "server_cert.pem"), os.path.join(creds, "server_key.pem"))
+        r = self.receiver(tls=tls, host="127.0.0.1")
+        for url, ca in ((r.url, None), (r.url.replace("127.0.0.1", "localhost"), self.cfg["ca_file"])):
+            spec = {"event_type": "TRANSACTION.SUCCESS", "resource": {"x": 1}, "url": url}
+            if ca:
+                spec["ca_file"] = ca
+            got = self.c.ok("POST", "/notify/send", spec)           # the sandbox's own CA by default
+            self.assertEqual((got["sent"], got["status"], got["error"]), (True, 204, None), got)
+        self.assertEqual(len(r.wait(2)), 2)
+        # a CA that did not sign the handler's certificate: every try fails, then it gives up
+        other_ca = os.path.join(self.tmp, "other-ca.pem")
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "other")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(key, hashes.SHA256()))
+        with open(other_ca, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        self.c.ok("POST", "/notify", {"url": r.url, "ca_file": other_ca, "retries": [0.05]})
+        self.c.ok("POST", "/orders/" + self.new_order(trade_state="NOTPAY")["out_trade_no"] + "/pay")
+        deadline = time.time() + 5
+        while self.c.stats()["notification_failures"] < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        log = self.c.ok("GET", "/notify/log")[-2:]
+        self.assertEqual([(e["attempt"], e["status"]) for e in log], [(1, None), (2, None)])
+        self.assertIn("CERTIFICATE_VERIFY_FAILED", log[0]["error"])
+        self.assertEqual(len(r.got), 2)                             # nothing reached the handler
+
+    def test_notify_retries(self):
+        r = self.receiver(statuses=[500, 503])
+        self.c.ok("POST", "/notify", {"url": r.url, "retries": [0.1, 0.2, 0.3, 0.3]})
+        t0 = time.time()
+        nid = self.c.ok("POST", "/orders/" + self.new_order(trade_state="NOTPAY")["out_trade_no"] +
+                        "/pay")["notification"]["id"]
+        got = r.wait(3)
+        self.assertEqual(len(got), 3)
+        times = [g[3] - t0 for g in got]
+        self.assertGreaterEqual(times[1] - times[0], 0.09)           # the configured delays
+        self.assertGreaterEqual(times[2] - times[1], 0.19)
+        bodies = {g[2] for g in got}
+        self.assertEqual(len(bodies), 1, "retries resend the same body (same id)")
+        self.assertEqual(json.loads(got[0][2])["id"], nid)
+        self.assertEqual(len({g[1]["wechatpay-nonce"] for g in got}), 3, "each try is signed anew")
+        for _, headers, body, _ in got:
+            self.assertTrue(self.note_verifies(headers, body))
+        time.sleep(0.5)                                               # acked by the 204: no 4th
+        self.assertEqual(len(r.got), 3)
+        log = self.c.ok("GET", "/notify/log")
+        self.assertEqual([(e["id"], e["attempt"], e["status"]) for e in log],
+                         [(nid, 1, 500), (nid, 2, 503), (nid, 3, 204)])
+        st = self.c.stats()
+        self.assertEqual([st[k] for k in ("notifications", "notification_attempts", "notification_acks",
+                                          "notification_failures")], [1, 3, 1, 0])
+        # a refused connection: 5 tries in all, then it gives up
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed_port = s.getsockname()[1]
+        self.c.ok("POST", "/notify", {"url": f"http://127.0.0.1:{closed_port}/n",
+                                      "retries": [0.02, 0.02, 0.02, 0.02]})
+        self.c.ok("POST", "/orders/" + self.new_order(trade_state="NOTPAY")["out_trade_no"] + "/pay")
+        deadline = time.time() + 5
+        while self.c.stats()["notification_failures"] < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        log = self.c.ok("GET", "/notify/log")[3:]
+        self.assertEqual([e["attempt"] for e in log], [1, 2, 3, 4, 5])
+        self.assertTrue(all(e["status"] is None and "Connection" in e["error"] for e in log), log)
+        st = self.c.stats()
+        self.assertEqual([st[k] for k in ("notifications", "notification_attempts", "notification_acks",
+                                          "notification_failures")], [2, 8, 1, 1])
+        # a handler slower than the timeout counts as a failed try
+        slow = self.receiver(delay=0.6)
+        self.c.ok("POST", "/notify", {"url": slow.url, "retries": [0.05], "timeout": 0.2})
+        self.c.ok("POST", "/orders/" + self.new_order(trade_state="NOTPAY")["out_trade_no"] + "/pay")
+        deadline = time.time() + 5
+        while self.c.stats()["notification_failures"] < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        log = self.c.ok("GET", "/notify/log")[8:]
+        self.assertEqual([(e["attempt"], e["status"]) for e in log], [(1, None), (2, None)])
+        self.assertIn("timed out", log[0]["error"])
+        # POST /reset stops the retries of earlier notifications
+        failing = self.receiver(default=500)
+        self.c.ok("POST", "/notify", {"url": failing.url, "retries": [0.3, 0.3]})
+        self.c.ok("POST", "/orders/" + self.new_order(trade_state="NOTPAY")["out_trade_no"] + "/pay")
+        failing.wait(1)
+        self.c.ok("POST", "/reset")
+        time.sleep(0.5)
+        self.assertEqual(len(failing.got), 1)
+        self.assertEqual(self.c.ok("GET", "/notify/log"), [])
+
+    def test_notify_on_revoke(self):
+        r = self.receiver()
+        self.c.ok("POST", "/notify", {"url": r.url})
+        paid = self.new_order(total=500)
+        self.assertEqual(self.c.revoke(paid["out_trade_no"]).status, 204)
+        time.sleep(0.3)
+        self.assertEqual(r.got, [], "no refund notification by default")
+        self.c.ok("POST", "/notify", {"url": r.url, "on_revoke": True})
+        unpaid = self.new_order(trade_state="NOTPAY")
+        self.assertEqual(self.c.revoke(unpaid["out_trade_no"]).status, 204)   # closed: no refund
+        paid = self.new_order(total=500)
+        self.assertEqual(self.c.revoke(paid["out_trade_no"]).status, 204)
+        (_, headers, body, _), = r.wait(1)
+        self.check_wire_format(headers, body, "REFUND.SUCCESS", "refund", "退款成功")
+        self.assertTrue(self.note_verifies(headers, body))
+        plain = json.loads(self.note_plaintext(body))
+        self.assertEqual((plain["mchid"], plain["out_trade_no"], plain["transaction_id"],
+                          plain["refund_status"], plain["amount"]["refund"], plain["amount"]["total"]),
+                         (self.cfg["mchid"], paid["out_trade_no"], paid["transaction_id"], "SUCCESS",
+                          500, 500))
+        for k in ("out_refund_no", "refund_id", "success_time"):
+            self.assertTrue(plain[k], k)
+        self.assertEqual(self.c.revoke(paid["out_trade_no"]).status, 204)   # no second refund
+        time.sleep(0.3)
+        self.assertEqual(len(r.got), 1)
+        self.assertEqual(self.c.stats()["notifications"], 1)
+
+    def test_notify_send_mutations(self):
+        self.c.download()
+        r = self.receiver()
+        self.c.ok("POST", "/notify", {"url": r.url})
+        resource = {"mchid": self.cfg["mchid"], "out_trade_no": "N1", "trade_state": "SUCCESS"}
+        platform = self.c.keys[self.cfg["platform_serial"]]
+
+        def send(mutate=None, **kw):
+            spec = {"event_type": "TRANSACTION.SUCCESS", "resource": resource, **kw}
+            if mutate:
+                spec["mutate"] = mutate
+            before = len(r.got)
+            got = self.c.ok("POST", "/notify/send", spec)
+            self.assertEqual((got["sent"], got["status"], got["error"], got["answer"]), (True, 204, None, ""))
+            path, headers, body, _ = r.wait(before + 1)[-1]
+            self.assertEqual(body, base64.b64decode(got["body_base64"]), "answers what it POSTed")
+            self.assertEqual(got["body"], body.decode("utf-8", "replace"))
+            self.assertEqual({k.lower(): v for k, v in got["headers"].items()}, headers)
+            return headers, body, got
+
+        headers, body, got = send()                                   # the honest one
+        self.check_wire_format(headers, body, "TRANSACTION.SUCCESS", "transaction", "支付成功")
+        self.assertTrue(self.note_verifies(headers, body))
+        self.assertEqual(json.loads(self.note_plaintext(body)), resource)
+        self.assertEqual(json.loads(got["plaintext"]), resource)
+
+        headers, body, _ = send("bad_signature")
+        self.assertEqual(headers["wechatpay-serial"], self.cfg["platform_serial"])
+        self.assertFalse(self.note_verifies(headers, body))
+        self.assertEqual(json.loads(self.note_plaintext(body)), resource)
+
+        headers, body, _ = send("other_key")
+        self.assertEqual(headers["wechatpay-serial"], self.cfg["platform_serial"])
+        self.assertFalse(self.note_verifies(headers, body))
+
+        headers, body, _ = send("stale")
+        self.assertAlmostEqual(int(headers["wechatpay-timestamp"]), time.time() - 600, delta=5)
+        self.assertTrue(self.note_verifies(headers, body))            # validly signed, but old
+
+        headers, body, _ = send("unknown_serial")
+        self.assertNotIn(headers["wechatpay-serial"], (self.cfg["platform_serial"], self.cfg["public_key_id"]))
+        self.assertRegex(headers["wechatpay-serial"], r"^[0-9A-F]{40}$")
+        self.assertTrue(self.note_verifies(headers, body, platform))
+
+        headers, body, _ = send("wrong_algorithm")
+        self.assertTrue(self.note_verifies(headers, body))
+        self.assertEqual(json.loads(body)["resource"]["algorithm"], "AEAD_AES_128_GCM")
+        self.assertEqual(json.loads(self.note_plaintext(body)), resource)   # only the label lies
+
+        for mutate in ("wrong_aad", "other_apiv3_key", "truncated_ciphertext"):
+            headers, body, _ = send(mutate)
+            self.assertTrue(self.note_verifies(headers, body), mutate)
+            self.assertEqual(json.loads(body)["resource"]["algorithm"], "AEAD_AES_256_GCM")
+            with self.assertRaises(InvalidTag, msg=mutate):
+                self.note_plaintext(body)
+        self.assertEqual(json.loads(body)["resource"]["associated_data"], "transaction")
+
+        headers, body, _ = send("not_json_body")
+        self.assertTrue(self.note_verifies(headers, body))
+        with self.assertRaises(ValueError):
+            json.loads(body)
+
+        headers, body, got = send("plaintext_not_json")
+        self.assertTrue(self.note_verifies(headers, body))
+        with self.assertRaises(ValueError):
+            json.loads(self.note_plaintext(body))
+
+        headers, body, _ = send("no_headers")
+        self.assertEqual([h for h in headers if h.startswith("wechatpay-")], [])
+        self.assertEqual(headers["content-type"], "application/json")
+
+        for kw in ({"mutate": "public_key"}, {"signing": "public_key"}):
+            headers, body, _ = send(**kw)
+            self.assertEqual(headers["wechatpay-serial"], self.cfg["public_key_id"])
+            ok, out = openssl_verify(self.cfg["public_key"], Answer(200, headers, body), self.tmp)
+            self.assertTrue(ok, out)
+            self.assertFalse(self.note_verifies(headers, body, platform))
+
+        # own id, summary, types; no URL: built and answered, not sent
+        self.c.ok("POST", "/notify", {"url": None})
+        got = self.c.ok("POST", "/notify/send", {"event_type": "REFUND.ABNORMAL", "resource": {"a": "退"},
+                                                 "id": "EV-1", "summary": "s", "associated_data": ""})
+        self.assertEqual((got["sent"], got["status"], got["url"]), (False, None, None))
+        headers = {k.lower(): v for k, v in got["headers"].items()}
+        body = base64.b64decode(got["body_base64"])
+        obj = json.loads(body)
+        self.assertEqual((obj["id"], obj["summary"], obj["event_type"], obj["resource"]["original_type"],
+                          obj["resource"]["associated_data"]), ("EV-1", "s", "REFUND.ABNORMAL", "refund", ""))
+        self.assertTrue(self.note_verifies(headers, body))
+        self.assertEqual(json.loads(self.note_plaintext(body)), {"a": "退"})
+        # wait=false: answered at once, delivered in the background
+        got = self.c.ok("POST", "/notify/send", {"event_type": "TRANSACTION.SUCCESS", "resource": {},
+                                                 "url": r.url, "wait": False})
+        self.assertEqual((got["sent"], got["status"]), (True, None))
+        self.assertEqual(r.wait(15)[14][2], base64.b64decode(got["body_base64"]))
+        time.sleep(0.1)
+        st = self.c.stats()
+        self.assertEqual([st[k] for k in ("notifications", "notification_attempts", "notification_acks",
+                                          "notification_failures")], [15, 15, 15, 0])
+        # a one-try send that is not acknowledged counts as given up
+        failing = self.receiver(default=400)
+        got = self.c.ok("POST", "/notify/send", {"event_type": "X.Y", "resource": {}, "url": failing.url,
+                                                 "mutate": "bad_signature"})
+        self.assertEqual((got["status"], got["answer"]), (400, "ok"))
+        self.assertEqual(self.c.stats()["notification_failures"], 1)
+        self.assertEqual(self.c.ok("GET", "/notify/log")[-1]["mutate"], "bad_signature")
+
+    # -- answer binding faults -------------------------------------------------------------------------
+    def test_fault_wrong_order(self):
+        order = self.new_order()
+        no, txid = order["out_trade_no"], order["transaction_id"]
+        self.fault(fault="wrong_order")
+        other = self.new_order(trade_state="NOTPAY")["out_trade_no"]
+        self.assertEqual(self.c.revoke(other).status, 204)       # a revoke does not take it
+        a = self.c.query(no)
+        self.assertEqual(a.status, 200)
+        self.assertTrue(self.c.check(a))
+        j = a.json()
+        self.assertNotEqual(j["out_trade_no"], no)
+        self.assertNotEqual(j["id"], txid)
+        self.assertRegex(j["out_trade_no"], r"^[0-9A-Za-z_|*@-]{1,32}$")
+        self.assertRegex(j["id"], r"^[0-9]{28}$")
+        self.assertEqual((j["mchid"], j["trade_state"]), (self.cfg["mchid"], "SUCCESS"))
+        self.assertEqual(self.c.query(no).json()["out_trade_no"], no)     # one answer only
+        self.fault(fault="wrong_order", field="id")
+        j = self.c.query(no).json()
+        self.assertEqual(j["out_trade_no"], no)
+        self.assertNotEqual(j["id"], txid)
+        self.fault(fault="wrong_order", field="out_trade_no")
+        j = self.c.call("GET", "/v3/global/transactions/id/" + txid + "?mchid=" + self.cfg["mchid"]).json()
+        self.assertEqual(j["id"], txid)
+        self.assertNotEqual(j["out_trade_no"], no)
+        self.fault(fault="wrong_order")                           # an unknown order: still a 200
+        a = self.c.query("NOSUCH77")
+        self.assertEqual(a.status, 200)
+        self.assertTrue(self.c.check(a))
+        self.assertNotEqual(a.json()["out_trade_no"], "NOSUCH77")
+        self.assertEqual(self.c.control("POST", "/faults", {"fault": "wrong_order", "field": "x"})[0], 400)
+
+    def test_fault_wrong_merchant(self):
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault="wrong_merchant")
+        a = self.c.query(no)
+        self.assertEqual(a.status, 200)
+        self.assertTrue(self.c.check(a))
+        j = a.json()
+        self.assertNotEqual(j["mchid"], self.cfg["mchid"])
+        self.assertRegex(j["mchid"], r"^[0-9]+$")
+        self.assertEqual(j["out_trade_no"], no)
+        sp, sub = self.cfg["sp_mchid"], self.cfg["sub_mchid"]
+        inst = self.new_order(sp_mchid=sp, sub_mchid=sub)["out_trade_no"]
+        q = {"sp_mchid": sp, "sub_mchid": sub}
+        for field, changed in ((None, "sub_mchid"), ("sp_mchid", "sp_mchid"), ("sub_mchid", "sub_mchid")):
+            self.fault(**({"fault": "wrong_merchant"} if field is None else
+                          {"fault": "wrong_merchant", "field": field}))
+            j = self.c.query(inst, q=q, mchid=sp).json()
+            same = "sp_mchid" if changed == "sub_mchid" else "sub_mchid"
+            self.assertNotEqual(j[changed], q[changed], field)
+            self.assertEqual(j[same], q[same], field)
+            self.assertNotIn("mchid", j)
+
+    def test_fault_no_trade_state(self):
+        no = self.new_order()["out_trade_no"]
+        self.fault(fault="no_trade_state")
+        a = self.c.query(no)
+        self.assertEqual(a.status, 200)
+        self.assertTrue(self.c.check(a))
+        self.assertNotIn("trade_state", a.json())
+        self.assertEqual(a.json()["out_trade_no"], no)
+        self.assertEqual(self.c.query(no).json()["trade_state"], "SUCCESS")
+
+    def test_fault_replay(self):
+        self.c.download()
+        no = self.new_order()["out_trade_no"]
+        conn = self.c.connect()
+        first = self.c.revoke(no, conn=conn)
+        self.assertEqual(first.status, 204)
+        self.fault(fault="replay")
+        again = self.c.revoke(no, conn=conn)                      # the keep-alive goes on
+        self.assertEqual((again.status, again.body), (204, b""))
+        self.assertEqual(again.headers, first.headers)          # byte for byte: nonce, signature, date
+        self.assertTrue(self.c.check(again), "a replay verifies: only a nonce memory catches it")
+        log = self.c.ok("GET", "/requests")
+        self.assertEqual((log[-1]["status"], log[-1]["fault"]), (204, "replay"))
+        fresh = self.c.revoke(no, conn=conn)                      # later answers are new again
+        self.assertNotEqual(fresh.headers["wechatpay-nonce"], first.headers["wechatpay-nonce"])
+        # a query: the old body, after the order changed; only honest answers are copied
+        q1 = self.c.query(no, conn=conn)
+        self.fault(fault="no_trade_state")
+        self.assertNotIn("trade_state", self.c.query(no, conn=conn).json())
+        self.fault(fault="replay")
+        q2 = self.c.query(no, conn=conn)
+        self.assertEqual((q2.status, q2.body, q2.headers), (200, q1.body, q1.headers))
+        # apply=false: a genuine-looking 204 for an order that stays paid
+        self.new_order(no)                                        # the same order, paid again
+        self.fault(fault="replay", apply=False)
+        self.assertEqual(self.c.revoke(no, conn=conn).headers, fresh.headers)
+        self.assertEqual(self.c.order(no)["trade_state"], "SUCCESS")
+        conn.close()
+        # nothing to replay yet: a normal answer
+        other = self.new_order()["out_trade_no"]
+        self.fault(fault="replay")
+        a = self.c.revoke(other)
+        self.assertEqual(a.status, 204)
+        self.assertTrue(self.c.check(a))
+        self.assertEqual(self.c.order(other)["trade_state"], "REVOKED")
+
+    # -- rate limit ----------------------------------------------------------------------------------
+    def test_ratelimit(self):
+        self.c.download()
+        orders = [self.new_order(trade_state="NOTPAY")["out_trade_no"] for _ in range(8)]
+        got = self.c.ok("POST", "/ratelimit", {"per_second": 5})
+        self.assertEqual(got, {"per_second": 5, "include_queries": False, "window": "sliding 1 s"})
+        conn = self.c.connect()
+        answers = [self.c.revoke(no, conn=conn) for no in orders]        # 5 + 3 within 1 s
+        self.assertEqual([a.status for a in answers], [204] * 5 + [429] * 3)
+        for a in answers[5:]:
+            self.assertEqual(self.assert_error(a, 429, "RATELIMIT_EXCEEDED")["detail"]["limit"], 5)
+        self.assertEqual([self.c.order(no)["trade_state"] for no in orders],
+                         ["CLOSED"] * 5 + ["NOTPAY"] * 3)                 # a 429 applies nothing
+        for _ in range(3):                                                # queries do not count
+            self.assertEqual(self.c.query(orders[0], conn=conn).status, 200)
+        st = self.c.stats()
+        self.assertEqual((st["ratelimited"], st["revokes"], st["queries"]), (3, 8, 3))
+        # sliding: 0.6 s later the window still holds 5 (a fixed 1-s bucket might not)
+        time.sleep(0.6)
+        self.assertEqual(self.c.revoke(orders[5], conn=conn).status, 429)
+        time.sleep(0.5)                                                   # > 1 s after the 5
+        self.assertEqual(self.c.revoke(orders[5], conn=conn).status, 204)
+        # include_queries: queries share the window and get 429 too
+        self.c.ok("POST", "/ratelimit", {"per_second": 2, "include_queries": True})
+        statuses = [self.c.query(orders[0], conn=conn).status,
+                    self.c.revoke(orders[6], conn=conn).status,
+                    self.c.query(orders[0], conn=conn).status,
+                    self.c.revoke(orders[7], conn=conn).status]
+        self.assertEqual(statuses, [200, 204, 429, 429])
+        self.assertEqual(self.c.stats()["ratelimited"], 6)
+        self.assertEqual(self.c.ok("POST", "/ratelimit", {"per_second": 0})["per_second"], None)
+        self.assertEqual(self.c.revoke(orders[7], conn=conn).status, 204)
+        self.c.ok("POST", "/ratelimit", {"per_second": 1})
+        self.c.ok("POST", "/reset")                                       # reset switches it off
+        self.assertEqual(self.c.ok("GET", "/ratelimit")["per_second"], None)
+        conn.close()
+        for bad in ({"per_second": -1}, {"per_second": "5"}, {"per_second": 1.5},
+                    {"per_second": 5, "include_queries": 1}, {"rate": 5}):
+            self.assertEqual(self.c.control("POST", "/ratelimit", bad)[0], 400, bad)
+        self.assertEqual(self.c.ok("POST", "/ratelimit", {"per_second": None})["per_second"], None)
+
     # -- control endpoint -----------------------------------------------------------------------------
     def test_control_orders_and_log(self):
         order = self.new_order("LOG-1", trade_state="NOTPAY", transaction_id="4200000000000000000000000042",
@@ -913,8 +1522,7 @@ class SandboxTest(unittest.TestCase):
         self.assertEqual(self.c.control("POST", "/orders", {"out_trade_no": "T-OK2",
                                         "transaction_id": self.c.order("T-OK")["transaction_id"]})[0], 400)
         self.assertEqual(self.c.ok("GET", "/faults"), [])
-        self.assertEqual(set(self.c.stats()), {"requests", "connections", "handshakes",
-                                                "downloads", "refunds", "rejected"})
+        self.assertEqual(set(self.c.stats()), STATS)
         self.assertEqual(self.c.query("T-OK").status, 200)    # the API still answers
 
     def test_api_garbage(self):
@@ -943,7 +1551,7 @@ class RestartTest(unittest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(directory, "sandbox.json")))
         with open(os.path.join(directory, "creds", "apiclient_key.pem"), "rb") as f:
             key_before = f.read()
-        cfg, elapsed = start_sandbox(directory, "--idle-timeout", "1")
+        cfg, elapsed, _ = start_sandbox(directory, "--idle-timeout", "1")
         try:
             self.assertLess(elapsed, 2.0, "startup with existing credentials")
             for name in ("serial_no", "platform_serial", "public_key_id", "apiv3_key"):
@@ -960,7 +1568,7 @@ class RestartTest(unittest.TestCase):
             conn.close()
             # start on a running dir replaces the old server
             old_pid = cfg["pid"]
-            cfg2, _ = start_sandbox(directory)
+            cfg2, _, _ = start_sandbox(directory)
             self.assertNotEqual(cfg2["pid"], old_pid)
             self.assertFalse(os.path.exists(f"/proc/{old_pid}/cmdline") and
                              b"server.py" in open(f"/proc/{old_pid}/cmdline", "rb").read())

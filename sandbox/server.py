@@ -37,6 +37,7 @@ import threading
 import time
 import traceback
 import urllib.parse
+import uuid
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -93,6 +94,33 @@ REVOKE_RE = re.compile(r"/v3/global/micropay/transactions/(id|out-trade-no)/([^/
 QUERY_RE = re.compile(r"/v3/global/transactions/(id|out-trade-no)/([^/]*)")
 CERTS_PATH = "/v3/global/certificates"
 
+# notifications (POST /notify, /notify/send, /orders/{no}/pay)
+NOTIFY_RETRIES = (0.2, 0.5, 1.0, 2.0)   # seconds before tries 2..5 (WeChat: 15 s, 15 s, 30 s, 3 min, ...)
+NOTIFY_TIMEOUT = 2.0                     # seconds a try may take
+NOTIFY_MUTATIONS = ("bad_signature", "other_key", "stale", "unknown_serial", "wrong_algorithm",
+                    "wrong_aad", "other_apiv3_key", "truncated_ciphertext", "not_json_body",
+                    "plaintext_not_json", "no_headers", "public_key")
+SUMMARIES = {"TRANSACTION.SUCCESS": "支付成功", "REFUND.SUCCESS": "退款成功",
+             "REFUND.ABNORMAL": "退款异常", "REFUND.CLOSED": "退款关闭"}
+NOTIFY_USER_AGENT = "Mozilla/4.0 (wxpay-sandbox notification)"
+
+# /stats counters, all zeroed by POST /reset
+STATS = ("requests", "connections", "handshakes", "downloads", "revokes", "queries", "refunds",
+         "rejected", "ratelimited", "notifications", "notification_attempts",
+         "notification_acks", "notification_failures")
+
+
+def api_kind(method, target):
+    """"revoke", "query", "download" or None for a request line."""
+    path = target.partition("?")[0]
+    if method == "POST" and REVOKE_RE.fullmatch(path):
+        return "revoke"
+    if method == "GET" and QUERY_RE.fullmatch(path):
+        return "query"
+    if method == "GET" and path == CERTS_PATH:
+        return "download"
+    return None
+
 
 def rand_alnum(n):
     return "".join(secrets.choice(ALNUM) for _ in range(n))
@@ -110,8 +138,27 @@ def rfc3339(ts_or_dt):
     return dt.astimezone(CST).isoformat(timespec="seconds")
 
 
+def other_value(value, make):
+    """make() until it differs from value."""
+    while True:
+        new = make()
+        if new != value:
+            return new
+
+
 def compact_json(obj):
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def utf8_json(obj):
+    """Compact JSON with non-ASCII text as UTF-8, as WeChat writes notification bodies."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sign_message(key, ts, nonce, body):
+    """base64 RSA-SHA256 PKCS#1 v1.5 over TS\nNONCE\nBODY\n (protocol.md section 3)."""
+    sig = key.sign(f"{ts}\n{nonce}\n".encode() + body + b"\n", padding.PKCS1v15(), hashes.SHA256())
+    return sig
 
 
 # --------------------------------------------------------------------------- keys
@@ -287,6 +334,7 @@ class Response:
         self.unsigned = False
         self.drop = False
         self.rejected = False
+        self.raw = None             # bytes to send as they are (the replay fault)
 
 
 def json_response(status, obj):
@@ -330,7 +378,15 @@ FAULTS = {
     "connection_close": APPLY,
     "oversized": dict(APPLY, bytes=(INT, 2 * 1024 * 1024, 16, 256 * 1024 * 1024)),
     "non_json": dict(APPLY, content_type=(STR, "text/html; charset=utf-8")),
+    "wrong_order": {"field": (STR, "both")},
+    "wrong_merchant": {"field": (STR, None)},
+    "no_trade_state": {},
+    "replay": APPLY,
 }
+CHOICES = {("wrong_order", "field"): ("both", "out_trade_no", "id"),
+           ("wrong_merchant", "field"): ("mchid", "sp_mchid", "sub_mchid")}
+QUERY_FAULTS = ("wrong_order", "wrong_merchant", "no_trade_state")   # taken by queries only
+REPLAY_SIZE = 1000            # signed answers kept for the replay fault
 TYPES = {INT: int, STR: str, BOOL: bool, OBJ: dict}
 
 
@@ -373,12 +429,18 @@ class Fault:
                 raise ControlError(f"fault {name} needs {key!r}")
             else:
                 self.params[key] = default
+        for (fault_name, key), allowed_values in CHOICES.items():
+            value = self.params.get(key) if fault_name == name else None
+            if value is not None and value not in allowed_values:
+                raise ControlError(f"{key} must be one of {', '.join(allowed_values)}")
         if self.params.get("status") in (204, 304):
             raise ControlError("status must carry a body (not 204/304)")
         if "code" in self.params and not self.params["code"]:
             raise ControlError("code must not be empty")
 
     def matches(self, method, target):
+        if self.name in QUERY_FAULTS and api_kind(method, target) != "query":
+            return False
         return ((self.match is None or self.match in target)
                 and (self.method is None or self.method == method))
 
@@ -395,6 +457,7 @@ class Order:
         self.trade_state, self.created_at = trade_state, created_at
         self.scope, self.total = scope, total      # scope: (mchid,) or (sp_mchid, sub_mchid)
         self.refunds = self.revokes = 0
+        self.paid_at = created_at if trade_state in ("SUCCESS", "REFUND") else None
 
     def ids(self):
         if len(self.scope) == 1:
@@ -407,14 +470,34 @@ class Order:
                 "trade_state_desc": TRADE_STATES[self.trade_state],
                 "amount": {"total": self.total, "currency": "HKD",
                            "payer_total": round(self.total * 0.92), "payer_currency": "CNY"},
-                "create_time": rfc3339(self.created_at)}
+                "create_time": rfc3339(self.created_at),
+                **({"success_time": rfc3339(self.paid_at)}
+                   if self.paid_at is not None and self.trade_state in ("SUCCESS", "REFUND")
+                   else {})}
+
+    def transaction_json(self):
+        """The TRANSACTION.SUCCESS resource: the query answer, with transaction_id too."""
+        obj = self.api_json()
+        return {"id": obj.pop("id"), "transaction_id": self.transaction_id, **obj}
+
+    def refund_json(self):
+        """The REFUND.SUCCESS resource for the refund a revoke of a paid order makes."""
+        payer_total = round(self.total * 0.92)
+        return {**self.ids(), "out_trade_no": self.out_trade_no,
+                "transaction_id": self.transaction_id,
+                "out_refund_no": ("REVOKE-" + self.out_trade_no)[:64],
+                "refund_id": "50" + rand_digits(26), "refund_status": "SUCCESS",
+                "success_time": rfc3339(time.time()),
+                "amount": {"total": self.total, "refund": self.total, "currency": "HKD",
+                           "payer_total": payer_total, "payer_refund": payer_total,
+                           "payer_currency": "CNY"}}
 
     def control_json(self):
         return {"out_trade_no": self.out_trade_no, "transaction_id": self.transaction_id,
                 **self.ids(), "mode": "common" if len(self.scope) == 1 else "institutional",
                 "trade_state": self.trade_state, "created_at": self.created_at,
                 "create_time": rfc3339(self.created_at), "total": self.total,
-                "refunds": self.refunds, "revokes": self.revokes}
+                "paid_at": self.paid_at, "refunds": self.refunds, "revokes": self.revokes}
 
 
 # ----------------------------------------------------------------------- sandbox
@@ -433,6 +516,7 @@ class Sandbox:
         self.tls.minimum_version = ssl.TLSVersion.TLSv1_2
         self.tls.load_cert_chain(creds.file("server_cert.pem"), creds.file("server_key.pem"))
         self.config = {}
+        self.notifier = Notifier(self)
         self.reset()
 
     def reset(self):
@@ -440,9 +524,12 @@ class Sandbox:
             self.orders = []
             self.faults = []
             self.log = collections.deque(maxlen=LOG_SIZE)
-            self.stats = dict.fromkeys(
-                ("requests", "connections", "handshakes", "downloads", "refunds", "rejected"), 0)
+            self.stats = dict.fromkeys(STATS, 0)
             self.download_key = self.creds.apiv3_key
+            self.ratelimit = None          # {"per_second", "include_queries"} or None
+            self.admitted = collections.deque()     # monotonic times inside the window
+            self.answers = collections.OrderedDict()  # (method, path) -> (status, bytes)
+            self.notifier.reset()
 
     def count(self, name, n=1):
         with self.lock:
@@ -512,6 +599,104 @@ class Sandbox:
                 return o
         return None
 
+    # -- rate limit ------------------------------------------------------------
+    def set_ratelimit(self, spec):
+        if not isinstance(spec, dict):
+            raise ControlError("body must be a JSON object")
+        for key in spec:
+            if key not in ("per_second", "include_queries"):
+                raise ControlError(f"unknown field {key!r}")
+        n = spec.get("per_second")
+        include = spec.get("include_queries", False)
+        if not isinstance(include, bool):
+            raise ControlError("include_queries must be a boolean")
+        if n is not None:
+            check_type("per_second", n, INT, 0, 10 ** 6)
+        with self.lock:
+            self.ratelimit = ({"per_second": n, "include_queries": include} if n else None)
+            self.admitted.clear()
+            return self.ratelimit_json()
+
+    def ratelimit_json(self):
+        with self.lock:
+            rl = self.ratelimit
+            return {"per_second": rl["per_second"] if rl else None,
+                    "include_queries": rl["include_queries"] if rl else False,
+                    "window": "sliding 1 s"}
+
+    def rate_limited(self, kind):
+        """The 429 answer if this request is one too many within the last second.
+
+        A sliding window: the request is refused when per_second requests were already
+        admitted in the 1.0 s before it.  Refused requests do not count."""
+        with self.lock:
+            rl = self.ratelimit
+            if rl is None or not (kind == "revoke" or
+                                  (kind == "query" and rl["include_queries"])):
+                return None
+            now = time.monotonic()
+            window = self.admitted
+            while window and window[0] <= now - 1.0:
+                window.popleft()
+            if len(window) < rl["per_second"]:
+                window.append(now)
+                return None
+            self.stats["ratelimited"] += 1
+            n = rl["per_second"]
+        return error_response(429, "RATELIMIT_EXCEEDED", None, issue=(
+            f"more than {n} {'revoke' if not rl['include_queries'] else 'revoke and query'} "
+            f"requests within one second"), limit=n)
+
+    # -- answers for the replay fault -------------------------------------------
+    def remember(self, key, status, data):
+        with self.lock:
+            self.answers[key] = (status, data)
+            self.answers.move_to_end(key)
+            while len(self.answers) > REPLAY_SIZE:
+                self.answers.popitem(last=False)
+
+    def replayed(self, method, target):
+        """A Response that re-sends the last remembered answer, or None."""
+        with self.lock:
+            old = self.answers.get((method, target.partition("?")[0]))
+        if old is None:
+            return None
+        resp = Response(old[0])
+        resp.raw = old[1]
+        return resp
+
+    # -- answers that describe something else (binding faults) --------------------
+    def misbound(self, name, params, target, resp):
+        """The signed 200 query answer of a binding fault, from the real one if any."""
+        path, _, query = target.partition("?")
+        obj = None
+        if resp.status == 200:
+            try:
+                obj = json.loads(resp.body)
+            except ValueError:
+                obj = None
+        if not isinstance(obj, dict):            # unknown order: invent one for the request
+            kind, raw = QUERY_RE.fullmatch(path).groups()
+            key = urllib.parse.unquote(raw)
+            fields = dict(urllib.parse.parse_qsl(query))
+            scope = ((fields.get("sp_mchid", SP_MCHID), fields.get("sub_mchid", SUB_MCHID))
+                     if "sp_mchid" in fields or "sub_mchid" in fields
+                     else (fields.get("mchid", MCHID),))
+            obj = Order(key if kind == "out-trade-no" else "SB" + rand_digits(12),
+                        key if kind == "id" else "4200" + rand_digits(24),
+                        "SUCCESS", int(time.time()), scope, 100).api_json()
+        if name == "wrong_order":
+            if params["field"] in ("both", "out_trade_no"):
+                obj["out_trade_no"] = other_value(obj.get("out_trade_no"), lambda: "OTHER" + rand_digits(10))
+            if params["field"] in ("both", "id"):
+                obj["id"] = other_value(obj.get("id"), lambda: "4200" + rand_digits(24))
+        elif name == "wrong_merchant":
+            field = params["field"] or ("mchid" if "mchid" in obj else "sub_mchid")
+            obj[field] = other_value(obj.get(field), lambda: "19" + rand_digits(8))
+        else:
+            obj.pop("trade_state", None)
+        return json_response(200, obj)
+
     # -- faults --------------------------------------------------------------
     def take_fault(self, method, target):
         with self.lock:
@@ -557,8 +742,7 @@ class Sandbox:
         if resp.effect == "stale_timestamp":
             ts -= resp.params.get("seconds", 600)
         nonce = rand_alnum(32)
-        sig = key.sign(f"{ts}\n{nonce}\n".encode() + body + b"\n",
-                       padding.PKCS1v15(), hashes.SHA256())
+        sig = sign_message(key, ts, nonce, body)
         if resp.effect == "flip_signature":
             sig = bytearray(sig)
             sig[len(sig) // 2] ^= 0x01
@@ -645,6 +829,9 @@ class Sandbox:
         if err:
             err.rejected = True
             return err, None
+        limited = self.rate_limited(api_kind(method, target))
+        if limited:
+            return limited, None
         fault = self.take_fault(method, target)
         name = fault.name if fault else None
         p = fault.params if fault else {}
@@ -670,6 +857,13 @@ class Sandbox:
             resp = Response(0)
             resp.drop = True
             return resp, fault
+        if name in QUERY_FAULTS:
+            resp = self.misbound(name, p, target, route(True))
+            resp.effect, resp.params = name, p
+            return resp, fault
+        if name == "replay":
+            resp = route(p["apply"])
+            return self.replayed(method, target) or resp, fault   # nothing yet: a normal answer
         resp = route(p.get("apply", True))
         if name == "oversized":
             pad = p["bytes"] - len(b'{"padding":""}')
@@ -768,15 +962,44 @@ class Sandbox:
                 return error_response(403, "TRADE_ERROR", None, issue=(
                     "the order has been refunded and cannot be revoked"),
                     field="trade_state", value=order.trade_state)
+            refund = None
             if apply:
                 if order.trade_state == "SUCCESS":
                     order.trade_state = "REVOKED"
                     order.refunds += 1
                     self.stats["refunds"] += 1
+                    refund = order.refund_json()
                 elif order.trade_state in ("NOTPAY", "USERPAYING", "PAYERROR"):
                     order.trade_state = "CLOSED"
                 order.revokes += 1
+        if refund is not None and self.notifier.config["on_revoke"]:
+            self.notifier.enqueue("REFUND.SUCCESS", refund)     # sent from its own thread
         return Response(204, b"")
+
+    def pay(self, no, want):
+        """POST /orders/{no}/pay: the order becomes SUCCESS, TRANSACTION.SUCCESS is sent."""
+        for key, value in want.items():
+            if key not in ("mchid", "sp_mchid", "sub_mchid"):
+                raise ControlError(f"unknown field {key!r} (give mchid or sp_mchid+sub_mchid)")
+            if not isinstance(value, str):
+                raise ControlError(f"{key} must be a string")
+        with self.lock:
+            found = [o for o in self.orders if o.out_trade_no == no
+                     and all(o.ids().get(k) == v for k, v in want.items())]
+            if not found:
+                return 404, {"error": f"no order {no}"}
+            order = found[-1]
+            if order.trade_state in ("NOTPAY", "USERPAYING", "PAYERROR"):
+                order.trade_state = "SUCCESS"
+                order.paid_at = int(time.time())
+            elif order.trade_state != "SUCCESS":
+                return 409, {"error": f"order {no} is {order.trade_state}: only NOTPAY, "
+                                      f"USERPAYING, PAYERROR (or SUCCESS again) can be paid"}
+            if order.paid_at is None:
+                order.paid_at = int(time.time())
+            resource, result = order.transaction_json(), order.control_json()
+        return 200, {"order": result,
+                     "notification": self.notifier.enqueue("TRANSACTION.SUCCESS", resource)}
 
     def query(self, kind, raw_key, query, auth):
         fields = {}
@@ -815,6 +1038,322 @@ class Sandbox:
                     "associated_data": "certificate",
                     "ciphertext": base64.b64encode(ciphertext).decode()}})
         return json_response(200, {"data": data})
+
+
+# ------------------------------------------------------------------- notifications
+
+def loopback_target(url, ca_file=None):
+    """Where a notification may go: an http(s) URL on the loopback interface only."""
+    if not isinstance(url, str) or not url or len(url) > 2048:
+        raise ControlError("url must be a non-empty string")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise ControlError(f"url is not a valid URL ({e})")
+    if parts.scheme not in ("http", "https"):
+        raise ControlError("url must start with http:// or https://")
+    if parts.username is not None or parts.password is not None:
+        raise ControlError("url must not carry user info")
+    host = parts.hostname or ""
+    if host != "localhost":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ControlError("url must be on the loopback interface: 127.0.0.0/8, "
+                               "localhost or [::1]")
+    if ca_file is not None:
+        if parts.scheme != "https":
+            raise ControlError("ca_file is only for https:// URLs")
+        if not isinstance(ca_file, str) or not os.path.isabs(ca_file):
+            raise ControlError("ca_file must be an absolute path")
+        try:
+            ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as e:
+            raise ControlError(f"ca_file is not a usable CA file ({e})")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    netloc = parts.netloc
+    return {"url": url, "scheme": parts.scheme, "host": host,
+            "port": port or (443 if parts.scheme == "https" else 80),
+            "netloc": netloc, "path": path, "ca_file": ca_file}
+
+
+class Note:
+    """One notification: its body is fixed, each try is signed anew."""
+
+    def __init__(self, nid, event_type, body, plaintext, mutate, signing):
+        self.id, self.event_type, self.body, self.plaintext = nid, event_type, body, plaintext
+        self.mutate, self.signing = mutate, signing
+        self.target, self.timeout, self.retries, self.gen = None, NOTIFY_TIMEOUT, (), 0
+
+
+class Notifier:
+    """WeChat Pay's notifications to the merchant's handler (loopback URLs only)."""
+
+    def __init__(self, sb):
+        self.sb = sb
+        self.gen = 0                  # bumped by reset: older deliveries stop
+        self.stranger = None          # the key of the other_key mutation, made on first use
+        self.config = {"on_revoke": False}
+
+    def reset(self):
+        with self.sb.lock:
+            self.gen += 1
+            self.config = {"url": None, "ca_file": None, "on_revoke": False,
+                           "retries": list(NOTIFY_RETRIES), "timeout": NOTIFY_TIMEOUT,
+                           "target": None}
+            self.log = collections.deque(maxlen=LOG_SIZE)
+
+    def config_json(self):
+        with self.sb.lock:
+            return {k: v for k, v in self.config.items() if k != "target"}
+
+    def configure(self, spec):
+        if not isinstance(spec, dict):
+            raise ControlError("body must be a JSON object")
+        for key in spec:
+            if key not in ("url", "ca_file", "on_revoke", "retries", "timeout"):
+                raise ControlError(f"unknown field {key!r}")
+        url, ca_file = spec.get("url"), spec.get("ca_file")
+        target = loopback_target(url, ca_file) if url is not None else None
+        if url is None and ca_file is not None:
+            raise ControlError("ca_file needs an https url")
+        on_revoke = spec.get("on_revoke", False)
+        if not isinstance(on_revoke, bool):
+            raise ControlError("on_revoke must be a boolean")
+        retries = spec.get("retries", list(NOTIFY_RETRIES))
+        if (not isinstance(retries, list) or len(retries) > 20 or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 60
+                for x in retries)):
+            raise ControlError("retries must be a list of at most 20 delays of 0-60 seconds")
+        timeout = spec.get("timeout", NOTIFY_TIMEOUT)
+        if (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
+                or not 0.05 <= timeout <= 60):
+            raise ControlError("timeout must be 0.05-60 seconds")
+        with self.sb.lock:
+            self.config = {"url": url, "ca_file": ca_file, "on_revoke": on_revoke,
+                           "retries": retries, "timeout": timeout, "target": target}
+        return self.config_json()
+
+    # -- the wire format ----------------------------------------------------------
+    def build(self, event_type, resource, summary=None, original_type=None,
+              associated_data=None, nid=None, mutate=None, signing=None):
+        """The body WeChat posts, with resource encrypted under the APIv3 key."""
+        original_type = original_type or event_type.split(".")[0].lower()
+        aad = original_type if associated_data is None else associated_data
+        plaintext = (b"<xml><return_code>SUCCESS</return_code></xml>"
+                     if mutate == "plaintext_not_json" else utf8_json(resource))
+        key = self.sb.creds.apiv3_key
+        if mutate == "other_apiv3_key":
+            key = other_value(key, lambda: rand_alnum(32))
+        nonce = rand_alnum(12)
+        sealed = AESGCM(key.encode()).encrypt(nonce.encode(), plaintext, aad.encode())
+        if mutate == "truncated_ciphertext":
+            sealed = sealed[:len(sealed) // 2]
+        if mutate == "wrong_aad":
+            aad = "refund" if aad != "refund" else "transaction"
+        nid = nid or str(uuid.uuid4())
+        body = utf8_json({
+            "id": nid, "create_time": rfc3339(time.time()),
+            "resource_type": "encrypt-resource", "event_type": event_type,
+            "summary": SUMMARIES.get(event_type, event_type) if summary is None else summary,
+            "resource": {
+                "original_type": original_type,
+                "algorithm": "AEAD_AES_128_GCM" if mutate == "wrong_algorithm" else "AEAD_AES_256_GCM",
+                "ciphertext": base64.b64encode(sealed).decode(),
+                "associated_data": aad, "nonce": nonce}})
+        if mutate == "not_json_body":
+            body = body[:-2]                       # the closing braces cut off
+        return Note(nid, event_type, body, plaintext, mutate, signing)
+
+    def headers(self, note, netloc=None):
+        """The request headers of one try: signed now, with a fresh timestamp and nonce."""
+        sb, mutate = self.sb, note.mutate
+        signing = "public_key" if mutate == "public_key" else note.signing
+        with sb.lock:
+            if signing == "public_key":
+                key, serial = sb.creds.pub_key_private, sb.creds.pub_key_id
+            elif signing == "certificate":
+                key, serial = sb.current.key, sb.current.serial
+            else:                                   # as the API answers are signed now
+                key, serial = sb.signer()
+        if mutate == "other_key":
+            with sb.lock:
+                if self.stranger is None:
+                    self.stranger = new_key()
+                key = self.stranger
+        if mutate == "unknown_serial":
+            serial = format(new_serial(), "X")
+        ts = int(time.time()) - (600 if mutate == "stale" else 0)
+        nonce = rand_alnum(32)
+        signed = note.body + b"x" if mutate == "bad_signature" else note.body
+        sig = base64.b64encode(sign_message(key, ts, nonce, signed)).decode()
+        h = [("Host", netloc)] if netloc else []
+        if mutate != "no_headers":
+            h += [("Wechatpay-Timestamp", str(ts)), ("Wechatpay-Nonce", nonce),
+                  ("Wechatpay-Signature", sig), ("Wechatpay-Serial", serial),
+                  ("Wechatpay-Signature-Type", SCHEME)]
+        h += [("Content-Type", "application/json"), ("Content-Length", str(len(note.body))),
+              ("User-Agent", NOTIFY_USER_AGENT)]
+        if netloc:
+            h.append(("Connection", "close"))
+        return h
+
+    def post(self, target, headers, body, timeout):
+        """One POST: (status or None, error or None, the answer's first bytes)."""
+        sock = None
+        try:
+            addrs = [ai for ai in socket.getaddrinfo(target["host"], target["port"],
+                                                      type=socket.SOCK_STREAM)
+                     if ipaddress.ip_address(ai[4][0].split("%")[0]).is_loopback]
+            if not addrs:
+                return None, f"{target['host']} does not resolve to a loopback address", b""
+            error = None
+            for family, kind, proto, _, addr in addrs:
+                candidate = socket.socket(family, kind, proto)
+                try:
+                    candidate.settimeout(timeout)
+                    candidate.connect(addr)
+                    sock = candidate
+                    break
+                except OSError as e:
+                    candidate.close()
+                    error = e
+            if sock is None:
+                raise error
+            if target["scheme"] == "https":
+                ctx = ssl.create_default_context(
+                    cafile=target["ca_file"] or self.sb.creds.file("ca.pem"))
+                sock = ctx.wrap_socket(sock, server_hostname=target["host"])
+            head = f"POST {target['path']} HTTP/1.1\r\n" + "".join(
+                f"{name}: {value}\r\n" for name, value in headers) + "\r\n"
+            sock.sendall(head.encode("latin-1") + body)
+            resp = http.client.HTTPResponse(sock, method="POST")
+            resp.begin()
+            answer = resp.read(65536)
+            return resp.status, None, answer
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            return None, f"{type(e).__name__}: {e}", b""
+        finally:
+            if sock is not None:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def attempt(self, note, n, headers=None):
+        """One try of note, logged and counted.  Returns (headers, status, error, answer)."""
+        headers = headers or self.headers(note, note.target["netloc"])
+        with self.sb.lock:
+            if note.gen == self.gen:
+                self.sb.stats["notification_attempts"] += 1
+        status, error, answer = self.post(note.target, headers, note.body, note.timeout)
+        with self.sb.lock:
+            if note.gen == self.gen:
+                if status in (200, 204):
+                    self.sb.stats["notification_acks"] += 1
+                self.log.append({"id": note.id, "event_type": note.event_type, "attempt": n,
+                                 "status": status, "error": error, "time": time.time(),
+                                 "url": note.target["url"], "mutate": note.mutate})
+        return headers, status, error, answer
+
+    def give_up(self, note):
+        with self.sb.lock:
+            if note.gen == self.gen:
+                self.sb.stats["notification_failures"] += 1
+
+    # -- delivery ---------------------------------------------------------------
+    def enqueue(self, event_type, resource):
+        """Send to the configured URL from a background thread, retrying as WeChat does.
+
+        Returns {id, event_type}, or None when no URL is configured."""
+        with self.sb.lock:
+            cfg, gen = self.config, self.gen
+            if cfg["target"] is None:
+                return None
+            self.sb.stats["notifications"] += 1
+        note = self.build(event_type, resource)
+        note.target, note.timeout, note.retries, note.gen = (
+            cfg["target"], cfg["timeout"], list(cfg["retries"]), gen)
+        threading.Thread(target=self.deliver, args=(note,), daemon=True,
+                         name=f"notify-{note.id}").start()
+        return {"id": note.id, "event_type": event_type}
+
+    def deliver(self, note):
+        for n, delay in enumerate([0] + note.retries, 1):
+            if delay:
+                time.sleep(delay)
+            if note.gen != self.gen:                  # POST /reset: stop quietly
+                return
+            if self.attempt(note, n)[1] in (200, 204):
+                return
+        self.give_up(note)
+
+    def send(self, spec):
+        """POST /notify/send: one notification built as asked, tried once."""
+        if not isinstance(spec, dict):
+            raise ControlError("body must be a JSON object")
+        known = ("event_type", "resource", "summary", "original_type", "associated_data", "id",
+                 "mutate", "signing", "url", "ca_file", "deliver", "wait")
+        for key in spec:
+            if key not in known:
+                raise ControlError(f"unknown field {key!r}; known: {', '.join(known)}")
+        event_type = spec.get("event_type")
+        if not isinstance(event_type, str) or not 1 <= len(event_type) <= 64:
+            raise ControlError("event_type must be a string of 1-64 characters")
+        resource = spec.get("resource")
+        if not isinstance(resource, dict):
+            raise ControlError("resource must be a JSON object (the plaintext)")
+        for key in ("summary", "original_type", "associated_data", "id"):
+            if spec.get(key) is not None and not isinstance(spec[key], str):
+                raise ControlError(f"{key} must be a string")
+        if spec.get("id") is not None and not 1 <= len(spec["id"]) <= 64:
+            raise ControlError("id must be 1-64 characters")
+        mutate = spec.get("mutate")
+        if mutate is not None and mutate not in NOTIFY_MUTATIONS:
+            raise ControlError(f"unknown mutate {mutate!r}; known: {', '.join(NOTIFY_MUTATIONS)}")
+        signing = spec.get("signing")
+        if signing not in (None, "certificate", "public_key"):
+            raise ControlError('signing must be "certificate" or "public_key"')
+        for key in ("deliver", "wait"):
+            if not isinstance(spec.get(key, True), bool):
+                raise ControlError(f"{key} must be a boolean")
+        with self.sb.lock:
+            target, timeout, gen = self.config["target"], self.config["timeout"], self.gen
+        if spec.get("url") is not None:
+            target = loopback_target(spec["url"], spec.get("ca_file"))
+        elif spec.get("ca_file") is not None:
+            raise ControlError("ca_file goes with url")
+        note = self.build(event_type, resource, spec.get("summary"), spec.get("original_type"),
+                          spec.get("associated_data"), spec.get("id"), mutate, signing)
+        note.target, note.timeout, note.gen = target, timeout, gen
+        sent = target is not None and spec.get("deliver", True)
+        headers = self.headers(note, target["netloc"] if sent else None)
+        status = error = None
+        answer = b""
+        if sent:
+            with self.sb.lock:
+                if gen == self.gen:
+                    self.sb.stats["notifications"] += 1
+
+            def once():
+                result = self.attempt(note, 1, headers)
+                if result[1] not in (200, 204):
+                    self.give_up(note)
+                return result
+
+            if spec.get("wait", True):
+                _, status, error, answer = once()
+            else:
+                threading.Thread(target=once, daemon=True).start()
+        return {"id": note.id, "event_type": event_type, "sent": sent,
+                "url": target["url"] if sent else None, "status": status, "error": error,
+                "answer": answer[:2000].decode("utf-8", "replace"),
+                "headers": dict(headers), "body": note.body.decode("utf-8", "replace"),
+                "body_base64": base64.b64encode(note.body).decode(),
+                "plaintext": note.plaintext.decode("utf-8", "replace")}
 
 
 # --------------------------------------------------------------------- API server
@@ -901,8 +1440,11 @@ class ApiHandler(http.server.BaseHTTPRequestHandler):
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         entry = {"method": method, "target": target, "headers": headers, "body": "",
                  "time": started, "status": None, "fault": None, "request_id": None}
-        with sb.lock:
+        kind = api_kind(method, target)
+        with sb.lock:                           # counted on arrival, whatever the outcome
             sb.stats["requests"] += 1
+            if kind in ("revoke", "query"):
+                sb.stats["revokes" if kind == "revoke" else "queries"] += 1
             sb.log.append(entry)
         try:
             body = self.read_body()
@@ -918,7 +1460,9 @@ class ApiHandler(http.server.BaseHTTPRequestHandler):
         if resp.rejected:
             sb.count("rejected")
         entry["fault"] = fault.name if fault else None
-        status, request_id = self.send_response_obj(resp)
+        honest = fault is None or fault.name == "delay"     # answers replay may copy
+        status, request_id = self.send_response_obj(
+            resp, (method, target.partition("?")[0]) if honest else None)
         entry["status"], entry["request_id"] = status, request_id
         print(f"api {method} {target} -> {status if status else 'dropped'}"
               f"{' [' + fault.name + ']' if fault else ''} {int((time.time() - started) * 1000)} ms",
@@ -926,12 +1470,25 @@ class ApiHandler(http.server.BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = api
 
-    def send_response_obj(self, resp):
-        """Write the answer, spoiled as resp.effect says.  Returns (status, Request-ID)."""
+    def send_response_obj(self, resp, key=None):
+        """Write the answer, spoiled as resp.effect says.  Returns (status, Request-ID).
+
+        A signed, unspoiled 200 or 204 is remembered under key (method, path) for the
+        replay fault; resp.raw (a replay) goes out byte for byte."""
         if resp.drop:
             self.close_connection = True
             return None, None
         sb = self.server.sandbox
+        if resp.raw is not None:
+            head = resp.raw.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+            m = re.search(r"\r\nRequest-ID: ([^\r]*)", head)
+            try:
+                self.wfile.write(resp.raw)
+            except OSError:
+                self.close_connection = True
+            if "\r\nConnection: close" in head:
+                self.close_connection = True
+            return resp.status, m.group(1) if m else None
         request_id = "08" + secrets.token_hex(16).upper() + "-0"
         close = self.close_connection or resp.effect in ("connection_close", "truncate")
         try:
@@ -965,6 +1522,9 @@ class ApiHandler(http.server.BaseHTTPRequestHandler):
         except OSError:
             close = True
         self.close_connection = close
+        if (key and resp.status in (200, 204) and resp.effect is None and not resp.unsigned
+                and signature):
+            sb.remember(key, resp.status, data)
         return resp.status, request_id
 
 
@@ -1043,6 +1603,20 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
             return 200, {"ok": True}
         if method == "POST" and path == "/orders":
             return 200, sb.add_order(self.obj(data))
+        if method == "POST" and path.startswith("/orders/") and path.endswith("/pay"):
+            no = urllib.parse.unquote(path[len("/orders/"):-len("/pay")])
+            want = dict(urllib.parse.parse_qsl(query))
+            want.update(self.obj(data))
+            return sb.pay(no, want)
+        if path == "/notify" and method in ("GET", "POST"):
+            if method == "POST":
+                return 200, sb.notifier.configure(self.obj(data))
+            return 200, sb.notifier.config_json()
+        if method == "POST" and path == "/notify/send":
+            return 200, sb.notifier.send(self.obj(data))
+        if method == "GET" and path == "/notify/log":
+            with sb.lock:
+                return 200, list(sb.notifier.log)
         if method == "GET" and path == "/orders":
             with sb.lock:
                 return 200, [o.control_json() for o in sb.orders]
@@ -1098,6 +1672,10 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
                 return 200, [{"serial": pc.serial, "current": pc is sb.current,
                               "expire_time": rfc3339(pc.cert.not_valid_after)}
                              for pc in sb.platform]
+        if path == "/ratelimit" and method in ("GET", "POST"):
+            if method == "POST":
+                return 200, sb.set_ratelimit(self.obj(data))
+            return 200, sb.ratelimit_json()
         if method == "POST" and path == "/apiv3_key":
             key = self.obj(data).get("key", 0)
             if key is None:
@@ -1118,12 +1696,24 @@ class ControlServer(QuietErrors, socketserver.ThreadingMixIn, http.server.HTTPSe
 
 # ------------------------------------------------------------------------- main
 
-def write_json_atomic(path, obj):
+def write_json_atomic(path, obj, private=False):
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600 if private else 0o644)
         json.dump(obj, f, indent=1)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def client_configs(cfg):
+    """The option tables wxpay.new(path) takes as is: {file name: options}."""
+    common = {"serial_no": cfg["serial_no"], "private_key": cfg["private_key"],
+              "platform_certs": [cfg["platform_cert"]], "apiv3_key": cfg["apiv3_key"],
+              "base_url": cfg["base_url"], "ca_file": cfg["ca_file"]}
+    return {"client.json": {"mchid": cfg["mchid"], **common},
+            "client-institutional.json": {"sp_mchid": cfg["sp_mchid"],
+                                          "sub_mchid": cfg["sub_mchid"], **common}}
 
 
 def main(argv=None):
@@ -1164,8 +1754,12 @@ def main(argv=None):
         "public_key_id": creds.pub_key_id,
         "apiv3_key": creds.apiv3_key,
         "dir": directory,
+        "client_config": os.path.join(directory, "client.json"),
+        "client_config_institutional": os.path.join(directory, "client-institutional.json"),
     }
     json_path = os.path.join(directory, "sandbox.json")
+    for name, options in client_configs(sb.config).items():     # they hold the APIv3 key
+        write_json_atomic(os.path.join(directory, name), options, private=True)
 
     def stop(signum, frame):
         try:
@@ -1183,6 +1777,8 @@ def main(argv=None):
     print(f"sandbox: ready pid {os.getpid()} api {sb.config['base_url']} "
           f"control {sb.config['control_url']}", flush=True)
     print(f"sandbox: CA {sb.config['ca_file']}  credentials {json_path}", flush=True)
+    print(f"sandbox: client config {sb.config['client_config']} "
+          f"(and {sb.config['client_config_institutional']})", flush=True)
     while True:
         signal.pause()
 
