@@ -5,6 +5,7 @@ local core = require "wxpay.core"
 local util = require "wxpay.util"
 local transport = require "wxpay.transport"
 local KeyStore = require "wxpay.keystore"
+local Pace = require "wxpay.pace"
 
 local M = {}
 
@@ -21,6 +22,8 @@ local OPTIONS = {
   connect_timeout_ms = "number", transport = "string|function", user_agent = "string",
   logger = "function", max_body_bytes = "number",
 }
+OPTIONS.rate = "number|boolean"   -- revoke requests per second (docs/batches.md)
+OPTIONS.shared_dict = OPTIONS.shared_dict or "string"
 
 local function check_url(u, what)
   if type(u) ~= "string" then return nil, what .. " must be a string" end
@@ -107,6 +110,13 @@ local function validate(opts)
   end
   o.user_agent = opts.user_agent and (USER_AGENT .. " " .. opts.user_agent) or USER_AGENT
   o.logger = opts.logger
+  local rate, rerr = Pace.check_rate(opts.rate)
+  if rate == nil then return util.config_error(rerr) end
+  o.rate = rate
+  if opts.shared_dict ~= nil and not opts.shared_dict:match("^[%w_%-]+$") then
+    return util.config_error("shared_dict must be the name of a lua_shared_dict")
+  end
+  o.shared_dict = opts.shared_dict
   if opts.apiv3_key ~= nil and #opts.apiv3_key ~= 32 then
     return util.config_error(("apiv3_key must be exactly 32 bytes, got %d"):format(#opts.apiv3_key))
   end

@@ -6,8 +6,10 @@
 local errors = require "wxpay.errors"
 local util = require "wxpay.util"
 local secrets = require "wxpay.secrets"
+local Pace = require "wxpay.pace"
 
 local Orders = {}
+local MIN_SEND_MS = 50  -- a request with less time than this left is not sent
 
 local ORDER_FIELDS = { transaction_id = true, out_trade_no = true, sub_mchid = true }
 
@@ -55,8 +57,20 @@ function Orders:_query_target(kind, id, sub)
   return path .. "?sp_mchid=" .. util.urlencode(self.sp_mchid) .. "&sub_mchid=" .. util.urlencode(sub)
 end
 
+-- Every revoke request waits for its slot of the merchant's pace (wxpay.pace);
+-- with opt.timeout_ms the wait counts against it.
 function Orders:_revoke(kind, id, sub, opt)
   local target, body = self:_revoke_request(kind, id, sub)
+  local wait = Pace.wait_ms(self)
+  if wait > 0 then
+    local left = opt and opt.timeout_ms
+    if left and wait + MIN_SEND_MS > left then
+      return nil, errors.new(errors.TIMEOUT, ("the next revoke slot at the rate limit (%g/s) is %d ms away, "
+        .. "past the time left; nothing was sent"):format(self.rate, math.ceil(wait)), { sent = false })
+    end
+    self:_sleep(wait)
+    if left then opt = { timeout_ms = left - wait } end
+  end
   local r, err = self:_call("POST", target, body, opt, 204)
   if not r then return nil, err end
   return true
