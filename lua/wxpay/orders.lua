@@ -61,10 +61,11 @@ end
 -- with opt.timeout_ms the wait counts against it.
 function Orders:_revoke(kind, id, sub, opt)
   local target, body = self:_revoke_request(kind, id, sub)
-  local wait = Pace.wait_ms(self)
+  local wait, ticket = Pace.wait_ms(self)
   if wait > 0 then
     local left = opt and opt.timeout_ms
     if left and wait + MIN_SEND_MS > left then
+      Pace.done(ticket)
       return nil, errors.new(errors.TIMEOUT, ("the next revoke slot at the rate limit (%g/s) is %d ms away, "
         .. "past the time left; nothing was sent"):format(self.rate, math.ceil(wait)), { sent = false })
     end
@@ -72,6 +73,7 @@ function Orders:_revoke(kind, id, sub, opt)
     if left then opt = { timeout_ms = left - wait } end
   end
   local r, err = self:_call("POST", target, body, opt, 204)
+  Pace.done(ticket)
   if not r then return nil, err end
   return true
 end

@@ -2,7 +2,11 @@
 -- requests a second): a "next free slot" schedule, one slot every 1/rate
 -- seconds, per merchant id that signs (auth_mchid).
 -- * In one process every client of a merchant shares one schedule (the
---   module-level `lanes` table).
+--   module-level `lanes` table). The schedule also keeps when each of the
+--   last `rate` requests was answered: a request never leaves sooner than 1 s
+--   after the answer to the one `rate` places before it, so however late a
+--   request reached WeChat (a slow handshake, a busy host), no second ever
+--   holds more than `rate` of them.
 -- * With `shared_dict` under nginx, every worker shares it: each slot is
 --   claimed in ngx.shared[name] with safe_add (atomic, never evicts), so no
 --   slot is ever handed out twice, whichever worker asks.
@@ -28,16 +32,32 @@ Pace.MARGIN = 1.02
 
 local function interval_ms(rate) return 1000 * Pace.MARGIN / rate end
 
--- This process's schedule for the merchant: the next free slot, now or later.
-local function local_slot(mchid, interval, now)
+local RING = 4096 -- answers remembered per merchant (the window guard works up to rate = RING)
+
+-- This process's schedule for the merchant: the next free slot, now or later,
+-- and not sooner than 1 s (+ margin) after the request `rate` places earlier
+-- was answered (or, while it is still out, was sent). Returns the slot and
+-- the ticket that Pace.done marks answered.
+local function local_slot(mchid, rate, interval, now)
   local lane = lanes[mchid]
   if not lane then
-    lane = { next = now }
+    lane = { next = now, seq = 0, ring = {} }
     lanes[mchid] = lane
   end
   local slot = max(now, lane.next)
+  local seq = lane.seq + 1
+  lane.seq = seq
+  local n = floor(rate)
+  if n >= 1 and n <= RING then
+    local before = lane.ring[(seq - n) % RING]
+    if before and before.seq == seq - n then
+      slot = max(slot, (before.answered or before.slot) + 1000 * Pace.MARGIN)
+    end
+  end
+  local ticket = { seq = seq, slot = slot }
+  lane.ring[seq % RING] = ticket
   lane.next = slot + interval
-  return slot
+  return slot, ticket
 end
 
 -- A slot claimed in an nginx shared dict: slot i starts at i * interval on the
@@ -70,8 +90,9 @@ local function shared_dict(name)
   return shared and shared[name] or nil
 end
 
---- How long (ms) the client must wait before sending its next revoke request;
--- the slot is taken by this call. 0 when pacing is off (`rate = false`).
+--- How long (ms) the client must wait before sending its next revoke request,
+-- and a ticket to pass to Pace.done when its answer (or failure) is in; the
+-- slot is taken by this call. 0 when pacing is off (`rate = false`).
 function Pace.wait_ms(client)
   local rate = client.rate
   if not rate then return 0 end
@@ -88,8 +109,15 @@ function Pace.wait_ms(client)
       client:_log("warn", "shared pacing unavailable, pacing this worker only", { error = err })
     end
   end
-  slot = slot or local_slot(mchid, interval, now)
-  return slot - now
+  local ticket
+  if not slot then slot, ticket = local_slot(mchid, rate, interval, now) end
+  return slot - now, ticket
+end
+
+--- The request of this ticket has its answer (or has failed): it reached
+-- WeChat, if ever, before now.
+function Pace.done(ticket)
+  if ticket then ticket.answered = monotonic_ms() end
 end
 
 --- Validates the `rate` option: nil -> the default, false -> off, else a
