@@ -4,7 +4,8 @@
 An HTTPS server on 127.0.0.1 that speaks the part of the WeChat Pay Global API v3
 the wxpay library uses (revoke, query, platform certificates), verifies every request
 the way WeChat does and signs every answer, plus a plain-HTTP control endpoint to seed
-orders, inject faults and read counters.  See README.md beside this file.
+orders, inject faults, limit the rate, send signed and encrypted notifications to a
+merchant's handler on loopback, and read counters.  See README.md beside this file.
 
 Runs on Debian's /usr/bin/python3 with python3-cryptography only; it never loads the
 project's C code.
@@ -156,9 +157,9 @@ def utf8_json(obj):
 
 
 def sign_message(key, ts, nonce, body):
-    """base64 RSA-SHA256 PKCS#1 v1.5 over TS\nNONCE\nBODY\n (protocol.md section 3)."""
-    sig = key.sign(f"{ts}\n{nonce}\n".encode() + body + b"\n", padding.PKCS1v15(), hashes.SHA256())
-    return sig
+    """RSA-SHA256 PKCS#1 v1.5 over TS\nNONCE\nBODY\n (protocol.md section 3): answers
+    and notifications are signed alike."""
+    return key.sign(f"{ts}\n{nonce}\n".encode() + body + b"\n", padding.PKCS1v15(), hashes.SHA256())
 
 
 # --------------------------------------------------------------------------- keys
@@ -1046,6 +1047,8 @@ def loopback_target(url, ca_file=None):
     """Where a notification may go: an http(s) URL on the loopback interface only."""
     if not isinstance(url, str) or not url or len(url) > 2048:
         raise ControlError("url must be a non-empty string")
+    if not re.fullmatch(r"[!-~]+", url):
+        raise ControlError("url must be printable ASCII without spaces (percent-encode the rest)")
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
@@ -1180,10 +1183,11 @@ class Notifier:
             else:                                   # as the API answers are signed now
                 key, serial = sb.signer()
         if mutate == "other_key":
-            with sb.lock:
-                if self.stranger is None:
-                    self.stranger = new_key()
-                key = self.stranger
+            if self.stranger is None:             # made outside the lock: it takes a while
+                stranger = new_key()
+                with sb.lock:
+                    self.stranger = self.stranger or stranger
+            key = self.stranger
         if mutate == "unknown_serial":
             serial = format(new_serial(), "X")
         ts = int(time.time()) - (600 if mutate == "stale" else 0)
