@@ -26,9 +26,22 @@ size_t wx_b64_encode(const unsigned char *in, size_t n, char *out);
  * or -1 when the input is not canonical base64. */
 long wx_b64_decode(const char *in, size_t n, unsigned char *out);
 
+/* ---- fork -------------------------------------------------------------- */
+
+/* Registers (once) the pthread_atfork handlers that keep per-process state
+ * from crossing a fork(): the nonce pool is wiped and the connection pools
+ * are forgotten in the child.  Called by every function that needs it. */
+void wx_fork_init(void);
+/* How many times this process's ancestry forked since wx_fork_init: a child
+ * sees a larger number than the parent had.  No syscall. */
+unsigned long wx_fork_generation(void);
+
 /* ---- randomness ------------------------------------------------------- */
 
-/* n alphanumerics from the CSPRNG into out (no NUL added). 0 or -1. */
+/* n alphanumerics from the CSPRNG into out (no NUL added). 0 or -1.
+ * Random bytes come from a 4 KiB pool refilled by RAND_bytes (one call per
+ * ~120 nonces of 32), wiped as they are used and discarded after fork();
+ * rejection sampling keeps every alphanumeric equally likely.  Thread-safe. */
 int wx_nonce(char *out, size_t n);
 
 /* ---- keys --------------------------------------------------------------- */
@@ -53,6 +66,9 @@ EVP_PKEY *wx_cert_from_pem(const char *pem, size_t len, wx_cert_info *info,
 
 /* ---- RSASSA-PKCS1-v1_5 with SHA-256 ------------------------------------ */
 
+/* Stateless forms (a fresh context per call): the reference the fuzzers
+ * compare the wx_key forms with. */
+
 /* Signs msg; writes the base64 signature (NUL-terminated) to out, which must
  * hold wx_b64_encoded_size(EVP_PKEY_get_size(key)) bytes. Returns its length
  * or -1. */
@@ -64,6 +80,27 @@ long wx_sign_b64(EVP_PKEY *key, const void *msg, size_t len, char *out,
 int wx_verify_b64(EVP_PKEY *key, const void *msg, size_t len,
                   const char *sig_b64, size_t sig_len);
 
+/* ---- keys with their contexts ------------------------------------------ */
+
+/* A key together with an EVP_PKEY_CTX initialised once for RSA PKCS#1 v1.5
+ * with SHA-256 (signing for a private key, verifying for a public one) and a
+ * digest context: no context is created or freed per call.  After an
+ * OpenSSL failure the context is initialised afresh on the next use and the
+ * error queue is cleared.  One thread at a time per wx_key (a Lua state). */
+typedef struct wx_key wx_key;
+
+/* Takes ownership of pkey, also on failure. */
+wx_key *wx_key_new(EVP_PKEY *pkey, int signing, const char **err);
+void wx_key_free(wx_key *k);
+EVP_PKEY *wx_key_pkey(const wx_key *k);
+int wx_key_bits(const wx_key *k);
+/* As wx_sign_b64 / wx_verify_b64, on the key's own contexts.  Verifying with
+ * a signing key, or signing with a verifying one, fails. */
+long wx_key_sign_b64(wx_key *k, const void *msg, size_t len, char *out,
+                     const char **err);
+int wx_key_verify_b64(wx_key *k, const void *msg, size_t len,
+                      const char *sig_b64, size_t sig_len);
+
 /* ---- AES-256-GCM (platform certificate download) ----------------------- */
 
 /* Decrypts ct (ciphertext with the 16-byte tag appended) into out, which must
@@ -74,6 +111,41 @@ long wx_aes256gcm_decrypt(const unsigned char *key, size_t key_len,
                           const unsigned char *aad, size_t aad_len,
                           const unsigned char *ct, size_t ct_len,
                           unsigned char *out, const char **err);
+
+/* ---- private files ------------------------------------------------------ */
+
+/* Errors of these functions are written to err (errlen bytes): the path and
+ * the system's reason, never a byte of the file. */
+
+#define WX_KEY_FILE_MAX 65536
+
+/* A whole regular file of at most max_bytes: open(O_RDONLY | O_CLOEXEC,
+ * plus O_NOFOLLOW when nofollow), fstat, read.  *data is malloc'd and
+ * NUL-terminated (free it; cleanse it first if secret); *mode (if not NULL)
+ * gets the permission bits.  0 or -1. */
+int wx_read_file(const char *path, size_t max_bytes, int nofollow, char **data,
+                 size_t *len, unsigned *mode, char *err, size_t errlen);
+
+/* A private key from a PEM file (at most WX_KEY_FILE_MAX bytes; a symbolic
+ * link is followed: a linked key path is legitimate).  The buffer that held
+ * the PEM is cleansed before it is freed, on every path.  *mode gets the
+ * file's permission bits, so the caller can warn about group/other access. */
+EVP_PKEY *wx_private_key_from_file(const char *path, unsigned *mode, char *err,
+                                   size_t errlen);
+
+/* Makes sure path is a private directory: created with mode 0700 when
+ * missing (one level: the parent must exist); refused when it is a symbolic
+ * link, not a directory, owned by another user, or writable by group or
+ * others.  0 or -1. */
+int wx_private_dir(const char *path, char *err, size_t errlen);
+
+/* Replaces path atomically: a temporary file beside it (random name,
+ * O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600), written, fsync'd and renamed
+ * over path (a symbolic link at path is replaced, its target untouched); the
+ * temporary file is removed on failure.  Readers see the old or the new
+ * content, never a mix, whoever else writes at the same time.  0 or -1. */
+int wx_write_private(const char *path, const void *data, size_t len, char *err,
+                     size_t errlen);
 
 /* ---- growable byte buffer ---------------------------------------------- */
 
@@ -98,8 +170,15 @@ int wx_parse_header_line(const char *line, size_t len,
 
 typedef struct wx_session wx_session;
 
+/* proxy value meaning "whatever the environment says" (https_proxy & co.) */
+#define WX_PROXY_ENV "env"
+
 typedef struct wx_session_opts {
-    const char *ca_file;          /* NULL: the system's bundle */
+    const char *ca_file;          /* NULL: the system's bundle and CA directory;
+                                     else exactly this file (no CA directory) */
+    const char *proxy;            /* NULL: no proxy, the environment is ignored;
+                                     WX_PROXY_ENV: libcurl's environment proxy;
+                                     else a proxy URL ("http://host:port") */
     long connect_timeout_ms;
     long timeout_ms;
     size_t max_body;              /* answers larger than this are refused */
@@ -130,34 +209,55 @@ typedef struct wx_response {
 int wx_http_global_init(void);
 const char *wx_http_curl_version(void);
 
+/* Connection pools.  Every session and multi handle attaches to a
+ * process-wide, refcounted libcurl share (connections, TLS sessions, DNS)
+ * keyed by (ca_file, proxy, thread): a thousand sessions with the same
+ * settings use one keep-alive connection.  Objects may be freed in any
+ * order; the pool goes with its last user.  After fork() the child never
+ * touches the parent's pools: objects made before the fork move to a fresh
+ * pool when next used (a multi handle only when it has nothing in flight).
+ * wx_http_pool_count() is the number of live pools of this process. */
+int wx_http_pool_count(void);
+
+/* A session: one easy handle driven on its own multi handle through
+ * curl_multi_socket_action (libcurl's response handling, fewer syscalls). */
 wx_session *wx_session_new(const wx_session_opts *o, const char **err);
 void wx_session_free(wx_session *s);
 
-/* One exchange.  headers is an array of nheaders "Name: value" strings.
- * Per-call timeouts <= 0 mean the session's defaults.  resp is filled in
- * (call wx_response_free afterwards) and err is returned. */
+/* One exchange.  headers is an array of nheaders "Name: value" strings
+ * (copied into the session's buffers, reused as is when unchanged).
+ * Per-call timeouts and max_body <= 0 mean the session's defaults.  resp is
+ * filled in (call wx_response_free afterwards) and err is returned. */
 int wx_session_perform(wx_session *s, const char *method, const char *url,
                        const char *const *headers, size_t nheaders,
                        const char *body, size_t body_len,
-                       long timeout_ms, long connect_timeout_ms,
+                       long timeout_ms, long connect_timeout_ms, size_t max_body,
                        wx_response *resp);
 void wx_response_free(wx_response *r);
 
-/* Many exchanges at once over one connection cache (libcurl multi).  The
- * caller adds up to capacity transfers, runs, and takes finished ones; no
- * callback ever leaves C, so a Lua scheduler drives it. */
+/* Many exchanges at once over the pool (libcurl multi).  The caller adds up
+ * to capacity transfers, runs, and takes finished ones; no callback ever
+ * leaves C, so a Lua scheduler drives it. */
 typedef struct wx_multi wx_multi;
 wx_multi *wx_multi_new(const wx_session_opts *o, int max_parallel, const char **err);
 void wx_multi_free(wx_multi *m);
+/* -1 with *err when all slots are busy, or when id is already in flight or
+ * finished and not yet taken (ids must not be recycled before they are
+ * taken), or after a fork with transfers in flight. */
 int wx_multi_add(wx_multi *m, long id, const char *method, const char *url,
                  const char *const *headers, size_t nheaders,
                  const char *body, size_t body_len,
-                 long timeout_ms, long connect_timeout_ms, const char **err);
+                 long timeout_ms, long connect_timeout_ms, size_t max_body,
+                 const char **err);
 /* Drives the transfers until at least one finished or timeout_ms passed
- * (<= 0: until one finished); returns how many finished ones wait. */
-int wx_multi_run(wx_multi *m, long timeout_ms);
+ * (<= 0: until one finished); returns how many finished ones wait, or -1
+ * with *err (after a fork with transfers in flight). */
+int wx_multi_run(wx_multi *m, long timeout_ms, const char **err);
 /* Takes one finished transfer: its id and response (free it). 1, or 0. */
 int wx_multi_next(wx_multi *m, long *id, wx_response *resp);
+/* Removes and frees every transfer, in flight (libcurl closes its
+ * connection) or finished and not taken: the handle is empty and reusable. */
+void wx_multi_abort_all(wx_multi *m);
 int wx_multi_active(const wx_multi *m);
 int wx_multi_capacity(const wx_multi *m);
 

@@ -2,10 +2,16 @@
 #define _GNU_SOURCE
 #include "wx_core.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <stdio.h>
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -13,6 +19,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 
 /* ---- base64 --------------------------------------------------------------- */
@@ -90,25 +97,78 @@ long wx_b64_decode(const char *in, size_t n, unsigned char *out)
     return (long)o;
 }
 
-/* ---- nonce ------------------------------------------------------------- */
+/* ---- fork generation -------------------------------------------------- */
+
+/* Bumped in the child after every fork(); read with relaxed atomics (only
+ * the child's single thread writes it, before anything else runs). */
+static unsigned long fork_gen;
+
+/* ---- nonce pool -------------------------------------------------------- */
+
+/* Random bytes are drawn from OpenSSL in blocks of NONCE_POOL and consumed a
+ * byte at a time: one RAND_bytes call (and the getpid() OpenSSL 3.0 makes in
+ * it) per ~120 nonces instead of one per nonce.  Used bytes are wiped at
+ * once.  The pool is discarded in the child after fork() (pthread_atfork),
+ * so a parent and its workers never hand out the same nonces. */
+#define NONCE_POOL 4096
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned char pool[NONCE_POOL];
+static size_t pool_pos = NONCE_POOL;        /* next unused byte */
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void fork_prepare(void) { pthread_mutex_lock(&pool_mu); }
+static void fork_parent(void) { pthread_mutex_unlock(&pool_mu); }
+static void fork_child(void)
+{
+    OPENSSL_cleanse(pool, sizeof pool);
+    pool_pos = NONCE_POOL;
+    __atomic_store_n(&fork_gen, fork_gen + 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&pool_mu);
+}
+
+/* glibc unregisters these when this shared object is unloaded (dlclose). */
+static void fork_register(void)
+{
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+void wx_fork_init(void) { pthread_once(&fork_once, fork_register); }
+
+unsigned long wx_fork_generation(void)
+{
+    return __atomic_load_n(&fork_gen, __ATOMIC_RELAXED);
+}
 
 int wx_nonce(char *out, size_t n)
 {
     static const char alnum[] =
         "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    unsigned char rnd[64];
-    size_t o = 0;
+    size_t o = 0, start;
+    int rc = 0;
+    wx_fork_init();
+    pthread_mutex_lock(&pool_mu);
+    start = pool_pos;
     while (o < n) {
-        size_t i;
-        if (RAND_bytes(rnd, sizeof rnd) != 1) {
-            ERR_clear_error();
-            return -1;
+        unsigned char c;
+        if (pool_pos == NONCE_POOL) {
+            OPENSSL_cleanse(pool + start, pool_pos - start);
+            start = pool_pos = 0;
+            if (RAND_bytes(pool, sizeof pool) != 1) {
+                ERR_clear_error();
+                OPENSSL_cleanse(out, o);
+                pool_pos = NONCE_POOL;
+                rc = -1;
+                break;
+            }
         }
+        c = pool[pool_pos++];
         /* 248 = 4 * 62: rejection sampling keeps the distribution uniform */
-        for (i = 0; i < sizeof rnd && o < n; i++)
-            if (rnd[i] < 248) out[o++] = alnum[rnd[i] % 62];
+        if (c < 248) out[o++] = alnum[c % 62];
     }
-    return 0;
+    OPENSSL_cleanse(pool + start, pool_pos - start);   /* used bytes never stay */
+    pthread_mutex_unlock(&pool_mu);
+    return rc;
 }
 
 /* ---- keys ---------------------------------------------------------------- */
@@ -303,6 +363,118 @@ int wx_verify_b64(EVP_PKEY *key, const void *msg, size_t len,
     return ok;
 }
 
+/* ---- keys with their contexts made once --------------------------------- */
+
+struct wx_key {
+    EVP_PKEY *pkey;
+    EVP_PKEY_CTX *pctx;   /* sign_init / verify_init done: PKCS#1 v1.5, SHA-256 */
+    EVP_MD_CTX *md;       /* reused for the SHA-256 of each message */
+    int signing;
+    int ready;            /* pctx initialised; cleared after an error */
+};
+
+static EVP_MD *sha256_md;          /* fetched once per process */
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    ERR_clear_error();
+}
+
+static const EVP_MD *sha256(void)
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    return sha256_md ? sha256_md : EVP_sha256();
+}
+
+static int key_ctx_init(wx_key *k)
+{
+    int ok = k->signing ? EVP_PKEY_sign_init(k->pctx) : EVP_PKEY_verify_init(k->pctx);
+    k->ready = ok == 1 &&
+        EVP_PKEY_CTX_set_rsa_padding(k->pctx, RSA_PKCS1_PADDING) == 1 &&
+        EVP_PKEY_CTX_set_signature_md(k->pctx, sha256()) == 1;
+    return k->ready ? 0 : -1;
+}
+
+wx_key *wx_key_new(EVP_PKEY *pkey, int signing, const char **err)
+{
+    wx_key *k;
+    if (!pkey) { *err = "no key"; return NULL; }
+    k = calloc(1, sizeof *k);
+    if (!k) { EVP_PKEY_free(pkey); *err = "out of memory"; return NULL; }
+    k->pkey = pkey;
+    k->signing = signing;
+    k->pctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    k->md = EVP_MD_CTX_new();
+    if (!k->pctx || !k->md || key_ctx_init(k)) {
+        wx_key_free(k);
+        ERR_clear_error();
+        *err = signing ? "cannot set up RSA-SHA256 signing with this key"
+                       : "cannot set up RSA-SHA256 verification with this key";
+        return NULL;
+    }
+    return k;
+}
+
+void wx_key_free(wx_key *k)
+{
+    if (!k) return;
+    EVP_MD_CTX_free(k->md);
+    EVP_PKEY_CTX_free(k->pctx);
+    EVP_PKEY_free(k->pkey);
+    free(k);
+}
+
+EVP_PKEY *wx_key_pkey(const wx_key *k) { return k->pkey; }
+int wx_key_bits(const wx_key *k) { return EVP_PKEY_get_bits(k->pkey); }
+
+static int digest(wx_key *k, const void *msg, size_t len, unsigned char md[32])
+{
+    unsigned int n = 0;
+    return EVP_DigestInit_ex2(k->md, sha256(), NULL) == 1 &&
+           EVP_DigestUpdate(k->md, msg, len) == 1 &&
+           EVP_DigestFinal_ex(k->md, md, &n) == 1 && n == 32;
+}
+
+long wx_key_sign_b64(wx_key *k, const void *msg, size_t len, char *out,
+                     const char **err)
+{
+    unsigned char md[32], sig[1024];
+    size_t siglen = sizeof sig;
+    if (!k->signing) { *err = "this is not a private key"; return -1; }
+    if ((size_t)EVP_PKEY_get_size(k->pkey) > sizeof sig) { *err = "the key is too large"; return -1; }
+    if ((!k->ready && key_ctx_init(k)) || !digest(k, msg, len, md) ||
+        EVP_PKEY_sign(k->pctx, sig, &siglen, md, sizeof md) != 1) {
+        k->ready = 0;             /* start from a fresh init next time */
+        ERR_clear_error();
+        OPENSSL_cleanse(md, sizeof md);
+        *err = "signing failed";
+        return -1;
+    }
+    return (long)wx_b64_encode(sig, siglen, out);
+}
+
+int wx_key_verify_b64(wx_key *k, const void *msg, size_t len,
+                      const char *sig_b64, size_t sig_len)
+{
+    unsigned char md[32], sig[1024];
+    long n;
+    int ok;
+    if (k->signing) return 0;
+    if (sig_len == 0 || sig_len > 4 * (sizeof sig / 3)) return 0;
+    n = wx_b64_decode(sig_b64, sig_len, sig);
+    if (n <= 0 || n != EVP_PKEY_get_size(k->pkey)) return 0;
+    if ((!k->ready && key_ctx_init(k)) || !digest(k, msg, len, md)) {
+        k->ready = 0;
+        ERR_clear_error();
+        return 0;
+    }
+    ok = EVP_PKEY_verify(k->pctx, sig, (size_t)n, md, sizeof md) == 1;
+    if (!ok) ERR_clear_error();   /* a mismatch: the context stays usable */
+    return ok;
+}
+
 /* ---- AES-256-GCM --------------------------------------------------------- */
 
 long wx_aes256gcm_decrypt(const unsigned char *key, size_t key_len,
@@ -338,6 +510,231 @@ long wx_aes256gcm_decrypt(const unsigned char *key, size_t key_len,
     }
     EVP_CIPHER_CTX_free(ctx);
     return (long)n1 + n2;
+}
+
+/* ---- private files -------------------------------------------------------- */
+
+static void set_err(char *err, size_t errlen, const char *what, const char *path, int e)
+{
+    if (e) snprintf(err, errlen, "%s %s: %s", what, path, strerror(e));
+    else snprintf(err, errlen, "%s %s", what, path);
+}
+
+/* Reads an open regular file of at most max bytes (checked before and
+ * while reading: it may grow).  *data is malloc'd with a NUL after it. */
+static int read_fd(int fd, const char *path, size_t max, char **data, size_t *len,
+                   unsigned *mode, char *err, size_t errlen)
+{
+    struct stat st;
+    char *buf;
+    size_t cap, n = 0;
+    *data = NULL;
+    *len = 0;
+    if (fstat(fd, &st) != 0) { set_err(err, errlen, "cannot stat", path, errno); return -1; }
+    if (!S_ISREG(st.st_mode)) { set_err(err, errlen, "not a regular file:", path, 0); return -1; }
+    if (st.st_size < 0 || (unsigned long long)st.st_size > max) {
+        snprintf(err, errlen, "%s is larger than %zu bytes", path, max);
+        return -1;
+    }
+    if (mode) *mode = (unsigned)(st.st_mode & 07777);
+    cap = (size_t)st.st_size + 1;          /* one more: see whether it grew */
+    if (cap > max + 1) cap = max + 1;
+    if (!(buf = malloc(cap + 1))) { snprintf(err, errlen, "out of memory"); return -1; }
+    for (;;) {
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            set_err(err, errlen, "cannot read", path, errno);
+            OPENSSL_cleanse(buf, n);
+            free(buf);
+            return -1;
+        }
+        if (r == 0) break;
+        n += (size_t)r;
+        if (n == cap) {                     /* grew since fstat */
+            char *b2;
+            if (n > max) {
+                snprintf(err, errlen, "%s is larger than %zu bytes", path, max);
+                OPENSSL_cleanse(buf, n);
+                free(buf);
+                return -1;
+            }
+            cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+            if (!(b2 = malloc(cap + 1))) {
+                OPENSSL_cleanse(buf, n);
+                free(buf);
+                snprintf(err, errlen, "out of memory");
+                return -1;
+            }
+            memcpy(b2, buf, n);
+            OPENSSL_cleanse(buf, n);
+            free(buf);
+            buf = b2;
+        }
+    }
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    return 0;
+}
+
+static int open_file(const char *path, int nofollow, char *err, size_t errlen)
+{
+    int fd;
+    do {
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | (nofollow ? O_NOFOLLOW : 0));
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        if (nofollow && errno == ELOOP) set_err(err, errlen, "refusing a symbolic link:", path, 0);
+        else set_err(err, errlen, "cannot open", path, errno);
+    }
+    return fd;
+}
+
+int wx_read_file(const char *path, size_t max_bytes, int nofollow, char **data,
+                 size_t *len, unsigned *mode, char *err, size_t errlen)
+{
+    int rc, fd = open_file(path, nofollow, err, errlen);
+    if (fd < 0) return -1;
+    rc = read_fd(fd, path, max_bytes, data, len, mode, err, errlen);
+    close(fd);
+    return rc;
+}
+
+EVP_PKEY *wx_private_key_from_file(const char *path, unsigned *mode, char *err,
+                                   size_t errlen)
+{
+    char *pem = NULL;
+    size_t len = 0;
+    const char *perr = NULL;
+    EVP_PKEY *k;
+    if (wx_read_file(path, WX_KEY_FILE_MAX, 0, &pem, &len, mode, err, errlen)) return NULL;
+    k = wx_private_key_from_pem(pem, len, &perr);
+    OPENSSL_cleanse(pem, len);
+    free(pem);
+    /* perr is one of our fixed messages: never the file's content */
+    if (!k) snprintf(err, errlen, "%s: %s", path, perr);
+    return k;
+}
+
+int wx_private_dir(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    int fd, made = 0;
+    if (lstat(path, &st) != 0) {
+        if (errno != ENOENT) { set_err(err, errlen, "cannot stat", path, errno); return -1; }
+        if (mkdir(path, 0700) == 0) made = 1;
+        else if (errno != EEXIST) {
+            if (errno == ENOENT) set_err(err, errlen, "the parent directory does not exist:", path, 0);
+            else set_err(err, errlen, "cannot create directory", path, errno);
+            return -1;
+        }
+        if (lstat(path, &st) != 0) { set_err(err, errlen, "cannot stat", path, errno); return -1; }
+    }
+    if (S_ISLNK(st.st_mode)) { set_err(err, errlen, "refusing a symbolic link:", path, 0); return -1; }
+    if (!S_ISDIR(st.st_mode)) { set_err(err, errlen, "not a directory:", path, 0); return -1; }
+    /* from here on the checks hold for the directory itself, not a name that
+     * could be swapped: O_NOFOLLOW | O_DIRECTORY and fstat on the descriptor */
+    do {
+        fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        if (errno == ELOOP) set_err(err, errlen, "refusing a symbolic link:", path, 0);
+        else if (errno == ENOTDIR) set_err(err, errlen, "not a directory:", path, 0);
+        else set_err(err, errlen, "cannot open directory", path, errno);
+        return -1;
+    }
+    if (made) (void)fchmod(fd, 0700);      /* whatever the umask took away */
+    if (fstat(fd, &st) != 0) {
+        set_err(err, errlen, "cannot stat", path, errno);
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    if (st.st_uid != geteuid()) {
+        snprintf(err, errlen, "%s is owned by uid %lu, not by this process's user (uid %lu)",
+                 path, (unsigned long)st.st_uid, (unsigned long)geteuid());
+        return -1;
+    }
+    if (st.st_mode & 022) {
+        snprintf(err, errlen, "%s is writable by group or others (mode %03o): chmod 700 it",
+                 path, (unsigned)(st.st_mode & 0777));
+        return -1;
+    }
+    return 0;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int wx_write_private(const char *path, const void *data, size_t len, char *err,
+                     size_t errlen)
+{
+    const char *slash = strrchr(path, '/');
+    size_t dlen = slash ? (size_t)(slash - path) : 0;
+    const char *base = slash ? slash + 1 : path;
+    char *tmp, *dir, rnd[17];
+    size_t tlen;
+    int fd, e, dfd;
+    if (*base == '\0') { set_err(err, errlen, "not a file name:", path, 0); return -1; }
+    if (wx_nonce(rnd, 16)) { snprintf(err, errlen, "the CSPRNG failed"); return -1; }
+    rnd[16] = '\0';
+    tlen = strlen(path) + 32;
+    if (!(tmp = malloc(tlen)) || !(dir = malloc(dlen + 2))) {
+        free(tmp);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    /* the temporary file: same directory (rename stays atomic), hidden,
+     * random, created exclusively, never through a link */
+    snprintf(tmp, tlen, "%.*s%s.%s.%s.tmp", (int)dlen, path, slash ? "/" : "", base, rnd);
+    if (slash) { memcpy(dir, path, dlen ? dlen : 1); dir[dlen ? dlen : 1] = '\0'; }
+    else strcpy(dir, ".");
+    do {
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        set_err(err, errlen, "cannot create a temporary file beside", path, errno);
+        free(tmp);
+        free(dir);
+        return -1;
+    }
+    if (fchmod(fd, 0600) != 0 || write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+        e = errno;
+        close(fd);
+        unlink(tmp);
+        set_err(err, errlen, "cannot write", path, e);
+        free(tmp);
+        free(dir);
+        return -1;
+    }
+    if (close(fd) != 0 || rename(tmp, path) != 0) {
+        e = errno;
+        unlink(tmp);
+        set_err(err, errlen, "cannot replace", path, e);
+        free(tmp);
+        free(dir);
+        return -1;
+    }
+    /* make the rename itself durable */
+    if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+    free(tmp);
+    free(dir);
+    return 0;
 }
 
 /* ---- buffer ------------------------------------------------------------------ */

@@ -1,7 +1,12 @@
-/* wxpay C core: one HTTPS session over a reused libcurl easy handle. */
+/* wxpay C core: HTTPS over libcurl.  Sessions and multi handles with the
+ * same TLS settings share one process-wide connection pool (a CURLSH). */
+#define _GNU_SOURCE
 #include "wx_core.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +67,9 @@ typedef struct exchange {
     int too_large;
     int oom;
     int head_done; /* the blank line ending the header section was seen */
+    int idempotent; /* GET: libcurl may resend it on a fresh connection */
+    int attempts;   /* times libcurl was about to send this request */
+    int resend_refused;
 } exchange;
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
@@ -113,28 +121,294 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
     return len;
 }
 
+/* libcurl silently resends a request whose reused connection closed before
+ * any answer byte ("Connection died, retrying a fresh connect"), POSTs with
+ * CURLOPT_POSTFIELDS included.  The server may have acted on the first one:
+ * a non-idempotent request is never sent twice; the caller gets a network
+ * error with sent = true and decides (query, then retry).  Called before
+ * every attempt to send. */
+static int on_prereq(void *ud, char *ip, char *lip, int port, int lport)
+{
+    exchange *x = ud;
+    (void)ip; (void)lip; (void)port; (void)lport;
+    if (++x->attempts > 1 && !x->idempotent) {
+        x->resend_refused = 1;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+
+/* ---- header lists built in place ----------------------------------------- */
+
+/* The request's header lines as a curl_slist whose nodes and text live in
+ * two buffers of ours that only grow: no allocation per request, and nothing
+ * rebuilt when the lines are the ones of the previous request.  libcurl only
+ * reads CURLOPT_HTTPHEADER lists; it never frees or keeps them. */
+typedef struct hdrlist {
+    struct curl_slist *nodes;
+    size_t n, ncap;
+    char *text;
+    size_t tcap;
+} hdrlist;
+
+static int hdrlist_same(const hdrlist *l, const char *const *h, size_t nh)
+{
+    size_t i;
+    if (l->n != nh + 1) return 0;
+    for (i = 0; i < nh; i++)
+        if (strcmp(l->nodes[i].data, h[i]) != 0) return 0;
+    return 1;
+}
+
+/* headers[0..nh) and, last, "Expect:" (no 100-continue round trip). */
+static int hdrlist_set(hdrlist *l, const char *const *h, size_t nh)
+{
+    static const char expect[] = "Expect:";
+    size_t i, total = sizeof expect, o = 0, n = nh + 1;
+    if (hdrlist_same(l, h, nh)) return 0;
+    for (i = 0; i < nh; i++) total += strlen(h[i]) + 1;
+    if (n > l->ncap) {
+        struct curl_slist *p = realloc(l->nodes, n * sizeof *p);
+        if (!p) return -1;
+        l->nodes = p;
+        l->ncap = n;
+    }
+    if (total > l->tcap) {
+        char *p = realloc(l->text, total);
+        if (!p) return -1;
+        l->text = p;
+        l->tcap = total;
+    }
+    for (i = 0; i < n; i++) {
+        const char *src = i < nh ? h[i] : expect;
+        size_t k = strlen(src) + 1;
+        memcpy(l->text + o, src, k);
+        l->nodes[i].data = l->text + o;
+        l->nodes[i].next = i + 1 < n ? &l->nodes[i + 1] : NULL;
+        o += k;
+    }
+    l->n = n;
+    return 0;
+}
+
+static void hdrlist_free(hdrlist *l)
+{
+    free(l->nodes);
+    free(l->text);
+    memset(l, 0, sizeof *l);
+}
+
+/* ---- the process-wide connection pools ------------------------------------ */
+
+/* One CURLSH per (TLS settings, thread): connections, TLS sessions and DNS
+ * answers, shared by every session and multi handle made with the same
+ * ca_file and proxy.  Refcounted; the last user frees it.  libcurl documents
+ * sharing connections between concurrent threads as unsafe, hence one pool
+ * per thread (a single-threaded process, nginx worker or CLI, has one).
+ *
+ * fork(): the child must never use or clean up the parent's pools (closing
+ * them would send TLS close_notify on sockets the parent still uses).  Each
+ * pool records the fork generation it was made in; the child forgets the
+ * registry (pthread_atfork) and makes new pools on first use; objects made
+ * before the fork move to a new pool when next used, leaving the old one
+ * (and its sockets) untouched. */
+typedef struct wx_share {
+    struct wx_share *next;
+    char *key;
+    pthread_t owner;
+    unsigned long gen;
+    int refs;
+    CURLSH *sh;
+    pthread_mutex_t locks[CURL_LOCK_DATA_LAST];
+} wx_share;
+
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static wx_share *reg;
+static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
+
+/* Every pool lock is held across fork() so that the child's copies are in
+ * a known (unlocked) state even if another thread was inside libcurl. */
+static void reg_prepare(void)
+{
+    wx_share *p;
+    int i;
+    pthread_mutex_lock(&reg_mu);
+    for (p = reg; p; p = p->next)
+        for (i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_lock(&p->locks[i]);
+}
+
+static void reg_unlock_all(void)
+{
+    wx_share *p;
+    int i;
+    for (p = reg; p; p = p->next)
+        for (i = CURL_LOCK_DATA_LAST - 1; i >= 0; i--) pthread_mutex_unlock(&p->locks[i]);
+}
+
+static void reg_parent(void)
+{
+    reg_unlock_all();
+    pthread_mutex_unlock(&reg_mu);
+}
+
+static void reg_child(void)
+{
+    reg_unlock_all();
+    reg = NULL;            /* the parent's pools: forgotten, never cleaned up */
+    pthread_mutex_unlock(&reg_mu);
+}
+
+static void reg_register(void)
+{
+    pthread_atfork(reg_prepare, reg_parent, reg_child);
+}
+
+static void share_lock(CURL *e, curl_lock_data d, curl_lock_access a, void *u)
+{
+    wx_share *p = u;
+    (void)e; (void)a;
+    if ((int)d >= 0 && d < CURL_LOCK_DATA_LAST) pthread_mutex_lock(&p->locks[d]);
+}
+
+static void share_unlock(CURL *e, curl_lock_data d, void *u)
+{
+    wx_share *p = u;
+    (void)e;
+    if ((int)d >= 0 && d < CURL_LOCK_DATA_LAST) pthread_mutex_unlock(&p->locks[d]);
+}
+
+static char *share_key(const wx_session_opts *o)
+{
+    const char *ca = o->ca_file ? o->ca_file : "";
+    const char *px = o->proxy ? o->proxy : "";
+    size_t n = strlen(ca) + strlen(px) + 8;
+    char *k = malloc(n);
+    if (k) snprintf(k, n, "%c%s\n%c%s", o->ca_file ? 'f' : 's', ca, o->proxy ? 'p' : 'n', px);
+    return k;
+}
+
+static void share_destroy(wx_share *p)
+{
+    int i;
+    if (p->sh) curl_share_cleanup(p->sh);
+    for (i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_destroy(&p->locks[i]);
+    free(p->key);
+    free(p);
+}
+
+static wx_share *share_acquire(const wx_session_opts *o)
+{
+    char *key = share_key(o);
+    wx_share *p;
+    unsigned long gen;
+    pthread_t self = pthread_self();
+    int i;
+    if (!key) return NULL;
+    wx_fork_init();
+    pthread_once(&reg_once, reg_register);
+    pthread_mutex_lock(&reg_mu);
+    gen = wx_fork_generation();
+    for (p = reg; p; p = p->next) {
+        if (p->gen == gen && pthread_equal(p->owner, self) && strcmp(p->key, key) == 0) {
+            p->refs++;
+            pthread_mutex_unlock(&reg_mu);
+            free(key);
+            return p;
+        }
+    }
+    p = calloc(1, sizeof *p);
+    if (!p) goto fail;
+    for (i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_init(&p->locks[i], NULL);
+    p->key = key;
+    key = NULL;
+    p->owner = self;
+    p->gen = gen;
+    p->refs = 1;
+    p->sh = curl_share_init();
+    if (!p->sh ||
+        curl_share_setopt(p->sh, CURLSHOPT_LOCKFUNC, share_lock) ||
+        curl_share_setopt(p->sh, CURLSHOPT_UNLOCKFUNC, share_unlock) ||
+        curl_share_setopt(p->sh, CURLSHOPT_USERDATA, p) ||
+        curl_share_setopt(p->sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) ||
+        curl_share_setopt(p->sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) ||
+        curl_share_setopt(p->sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS)) {
+        share_destroy(p);
+        goto fail;
+    }
+    p->next = reg;
+    reg = p;
+    pthread_mutex_unlock(&reg_mu);
+    return p;
+fail:
+    pthread_mutex_unlock(&reg_mu);
+    free(key);
+    return NULL;
+}
+
+/* Drops one reference; the last one frees the pool (every easy handle using
+ * it must be cleaned up before).  A pool of an earlier fork generation is
+ * the parent's: left alone. */
+static void share_release(wx_share *p)
+{
+    wx_share **pp;
+    if (!p) return;
+    pthread_mutex_lock(&reg_mu);
+    if (p->gen != wx_fork_generation() || --p->refs > 0) {
+        pthread_mutex_unlock(&reg_mu);
+        return;
+    }
+    for (pp = &reg; *pp; pp = &(*pp)->next)
+        if (*pp == p) { *pp = p->next; break; }
+    pthread_mutex_unlock(&reg_mu);
+    share_destroy(p);
+}
+
+int wx_http_pool_count(void)
+{
+    wx_share *p;
+    int n = 0;
+    pthread_mutex_lock(&reg_mu);
+    for (p = reg; p; p = p->next) n++;
+    pthread_mutex_unlock(&reg_mu);
+    return n;
+}
+
 /* ---- transfers: one easy handle, its request and its answer ------------- */
 
 typedef struct wx_xfer {
     CURL *easy;
-    struct curl_slist *list;
+    hdrlist hl;
     exchange x;
     wx_response r;
     char *body;               /* multi only: a copy of the request body */
     long id;                  /* multi only: the caller's id */
-    int busy;
+    int busy;                 /* multi only: in flight, or finished and not taken */
+    int added;                /* in a curl multi handle */
     char errbuf[CURL_ERROR_SIZE];
 } wx_xfer;
 
+#define MAX_WATCH 16
+
+typedef struct sockwatch {
+    curl_socket_t fd;
+    int what;                 /* CURL_POLL_IN / _OUT / _INOUT */
+} sockwatch;
+
 struct wx_session {
     wx_session_opts o;
-    char *ca_file;
+    char *ca_file, *proxy;
+    wx_share *share;
+    CURLM *multi;             /* ours, driven through curl_multi_socket_action */
+    sockwatch watch[MAX_WATCH];
+    int nwatch;
+    long long deadline;       /* libcurl's timer, monotonic ms; -1: none */
     wx_xfer t;
 };
 
 struct wx_multi {
     wx_session_opts o;
-    char *ca_file;
+    char *ca_file, *proxy;
+    wx_share *share;
     CURLM *multi;
     wx_xfer *slots;
     int nslots, active;
@@ -158,9 +432,28 @@ const char *wx_http_curl_version(void)
     return v && v->version ? v->version : "unknown";
 }
 
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* proxy NULL: none, and the environment is never read (CURLOPT_PROXY "",
+ * CURLOPT_NOPROXY "" also spare libcurl its getenv calls per transfer);
+ * WX_PROXY_ENV: libcurl's default, the environment's https_proxy & co.;
+ * anything else: that proxy, whatever the environment says. */
+static int set_proxy(CURL *e, const char *proxy)
+{
+    if (proxy && strcmp(proxy, WX_PROXY_ENV) == 0) return 0;
+    return curl_easy_setopt(e, CURLOPT_PROXY, proxy ? proxy : "") != CURLE_OK ||
+           curl_easy_setopt(e, CURLOPT_NOPROXY, "") != CURLE_OK;
+}
+
 /* The options every transfer has: HTTPS only, verification on, HTTP/1.1,
- * connections not reused after max_idle_s (WeChat closes them at 8 s). */
-static int xfer_init(wx_xfer *t, const wx_session_opts *o)
+ * connections not reused after max_idle_s (WeChat closes them at 8 s); with
+ * ca_file, exactly that file is trusted (no CA directory either). */
+static int xfer_init(wx_xfer *t, const wx_session_opts *o, wx_share *share)
 {
     CURL *e = t->easy = curl_easy_init();
     if (!e) return -1;
@@ -176,22 +469,23 @@ static int xfer_init(wx_xfer *t, const wx_session_opts *o)
         curl_easy_setopt(e, CURLOPT_HEADERDATA, &t->x) ||
         curl_easy_setopt(e, CURLOPT_WRITEDATA, &t->x) ||
         curl_easy_setopt(e, CURLOPT_PRIVATE, t) ||
+        curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq) ||
+        curl_easy_setopt(e, CURLOPT_PREREQDATA, &t->x) ||
         curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf) ||
-        (o->ca_file && curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file)))
+        (o->ca_file && (curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file) ||
+                        curl_easy_setopt(e, CURLOPT_CAPATH, NULL))) ||
+        set_proxy(e, o->proxy) ||
+        (share && curl_easy_setopt(e, CURLOPT_SHARE, share->sh)))
         return -1;
     return 0;
 }
 
-/* Frees what one request holds (its header list and body copy) and detaches
- * them from the handle; the handle and its connection stay for the next. */
+/* Detaches the request's body from the handle (the caller's buffer, or the
+ * multi's copy, which is freed); the handle, its header buffers and its
+ * connection stay for the next request. */
 static void xfer_release(wx_xfer *t)
 {
-    if (t->easy) {
-        curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, NULL);
-        curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, NULL);
-    }
-    curl_slist_free_all(t->list);
-    t->list = NULL;
+    if (t->easy) curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, NULL);
     free(t->body);
     t->body = NULL;
 }
@@ -199,8 +493,9 @@ static void xfer_release(wx_xfer *t)
 static void xfer_cleanup(wx_xfer *t)
 {
     xfer_release(t);
-    if (t->easy) curl_easy_cleanup(t->easy);
+    if (t->easy) curl_easy_cleanup(t->easy);  /* also leaves its pool */
     t->easy = NULL;
+    hdrlist_free(&t->hl);
     wx_response_free(&t->r);
 }
 
@@ -259,30 +554,24 @@ static int classify(CURLcode rc, const exchange *x, int *sent)
 static int xfer_prepare(wx_xfer *t, const wx_session_opts *o, const char *method,
                         const char *url, const char *const *headers, size_t nheaders,
                         const char *body, size_t body_len,
-                        long timeout_ms, long connect_timeout_ms)
+                        long timeout_ms, long connect_timeout_ms, size_t max_body)
 {
     CURL *e = t->easy;
-    struct curl_slist *tmp;
-    size_t i;
 
     memset(&t->r, 0, sizeof t->r);
     memset(&t->x, 0, sizeof t->x);
     t->x.r = &t->r;
-    t->x.max_body = o->max_body ? o->max_body : (1u << 20);
+    t->x.max_body = max_body ? max_body : o->max_body ? o->max_body : (1u << 20);
+    t->x.idempotent = strcmp(method, "GET") == 0;
     t->r.sent = 1;
     t->errbuf[0] = '\0';
 
-    for (i = 0; i <= nheaders; i++) {
-        /* the last one: no "Expect: 100-continue" round trip for larger bodies */
-        if (!(tmp = curl_slist_append(t->list, i < nheaders ? headers[i] : "Expect:"))) {
-            xfer_release(t);
-            return -1;
-        }
-        t->list = tmp;
+    if (hdrlist_set(&t->hl, headers, nheaders)) {
+        xfer_release(t);
+        return -1;
     }
-
     curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->list);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->hl.nodes);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : o->timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      connect_timeout_ms > 0 ? connect_timeout_ms : o->connect_timeout_ms);
@@ -312,6 +601,13 @@ static void xfer_finish(wx_xfer *t, CURLcode rc)
     if (curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &reqsize) != CURLE_OK || reqsize <= 0)
         r->sent = 0;
     r->err = classify(rc, &t->x, &r->sent);
+    if (t->x.resend_refused) {
+        r->err = WX_HTTP_NETWORK;
+        r->sent = 1;
+        snprintf(r->errmsg, sizeof r->errmsg, "%s", "the connection closed before any answer "
+                 "to a request that was sent; not resent (the server may have received it)");
+        return;
+    }
     /* libcurl accepts an answer whose connection closed inside the header
      * section (e.g. a 204 cut before its last headers): that is truncated. */
     if (r->err == WX_HTTP_OK && !t->x.head_done) r->err = WX_HTTP_BAD;
@@ -325,35 +621,170 @@ static void xfer_finish(wx_xfer *t, CURLcode rc)
     }
 }
 
-static void oom_response(wx_response *r)
+static void fail_response(wx_response *r, int err, const char *msg)
 {
-    r->err = WX_HTTP_INTERNAL;
+    r->err = err;
     r->sent = 0;
-    strcpy(r->errmsg, "out of memory");
+    snprintf(r->errmsg, sizeof r->errmsg, "%s", msg);
 }
 
-static int copy_opts(wx_session_opts *dst, char **ca_copy, const wx_session_opts *o)
+static int copy_opts(wx_session_opts *dst, char **ca_copy, char **proxy_copy,
+                     const wx_session_opts *o)
 {
     *dst = *o;
-    *ca_copy = NULL;
+    *ca_copy = *proxy_copy = NULL;
     if (o->ca_file && !(*ca_copy = strdup(o->ca_file))) return -1;
+    if (o->proxy && !(*proxy_copy = strdup(o->proxy))) return -1;
     dst->ca_file = *ca_copy;
+    dst->proxy = *proxy_copy;
     return 0;
 }
 
-/* ---- session: one reused easy handle ------------------------------------- */
+/* After fork(): moves an idle easy handle from the parent's pool to this
+ * process's.  0, or -1 (out of memory). */
+static int xfer_repool(wx_xfer *t, wx_share *from, wx_share *to)
+{
+    (void)from;
+    if (curl_easy_setopt(t->easy, CURLOPT_SHARE, NULL) != CURLE_OK) return -1;
+    return curl_easy_setopt(t->easy, CURLOPT_SHARE, to->sh) != CURLE_OK ? -1 : 0;
+}
+
+/* ---- session: one reused easy handle on our own multi handle -------------- */
+
+/* libcurl tells us which sockets to watch and when its next timer is due;
+ * we poll() them ourselves and tell it what is ready, so it need not poll
+ * again before reading (curl_easy_perform costs ~4 more syscalls a call). */
+static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp)
+{
+    wx_session *s = userp;
+    int i;
+    (void)e; (void)sockp;
+    for (i = 0; i < s->nwatch; i++)
+        if (s->watch[i].fd == fd) break;
+    if (what == CURL_POLL_REMOVE) {
+        if (i < s->nwatch) s->watch[i] = s->watch[--s->nwatch];
+        return 0;
+    }
+    if (i == s->nwatch) {
+        if (s->nwatch == MAX_WATCH) return -1;  /* cannot happen: one transfer */
+        s->nwatch++;
+    }
+    s->watch[i].fd = fd;
+    s->watch[i].what = what;
+    return 0;
+}
+
+static int on_timer(CURLM *m, long timeout_ms, void *userp)
+{
+    wx_session *s = userp;
+    (void)m;
+    s->deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+    return 0;
+}
+
+static CURLcode session_drive(wx_session *s, wx_xfer *t)
+{
+    CURLcode rc = CURLE_OK;
+    int running = 1, finished = 0;
+    s->deadline = -1;
+    if (curl_multi_add_handle(s->multi, t->easy) != CURLM_OK) return CURLE_OUT_OF_MEMORY;
+    t->added = 1;
+    while (!finished) {
+        CURLMcode mc = CURLM_OK;
+        CURLMsg *msg;
+        int left;
+        long long now = now_ms();
+        if (s->deadline >= 0 && s->deadline <= now) {
+            s->deadline = -1;
+            mc = curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        } else {
+            struct pollfd pfd[MAX_WATCH];
+            int i, n, nfds = s->nwatch;
+            long long wait = 1000;
+            if (s->deadline >= 0 && s->deadline - now < wait) wait = s->deadline - now;
+            for (i = 0; i < nfds; i++) {
+                pfd[i].fd = s->watch[i].fd;
+                pfd[i].events = (short)(((s->watch[i].what & CURL_POLL_IN) ? POLLIN : 0) |
+                                        ((s->watch[i].what & CURL_POLL_OUT) ? POLLOUT : 0));
+                pfd[i].revents = 0;
+            }
+            n = poll(pfd, (nfds_t)nfds, (int)wait);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                rc = CURLE_RECV_ERROR;
+                break;
+            }
+            if (n == 0) {
+                /* a timer is due, or (no timer set) a safety tick */
+                if (s->deadline < 0)
+                    mc = curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+            } else {
+                for (i = 0; i < nfds && mc == CURLM_OK; i++) {
+                    int bits = 0;
+                    short re = pfd[i].revents;
+                    if (!re) continue;
+                    if (re & (POLLIN | POLLHUP | POLLERR)) bits |= CURL_CSELECT_IN;
+                    if (re & (POLLOUT | POLLERR)) bits |= CURL_CSELECT_OUT;
+                    if (re & POLLNVAL) bits |= CURL_CSELECT_ERR;
+                    mc = curl_multi_socket_action(s->multi, pfd[i].fd, bits, &running);
+                }
+            }
+        }
+        if (mc != CURLM_OK) {
+            rc = mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_RECV_ERROR;
+            break;
+        }
+        while ((msg = curl_multi_info_read(s->multi, &left)) != NULL) {
+            if (msg->msg == CURLMSG_DONE && msg->easy_handle == t->easy) {
+                rc = msg->data.result;
+                finished = 1;
+            }
+        }
+    }
+    curl_multi_remove_handle(s->multi, t->easy);
+    t->added = 0;
+    s->nwatch = 0;
+    return rc;
+}
+
+/* After fork(): a session made in the parent moves to this process's pool. */
+static int session_check_fork(wx_session *s)
+{
+    wx_share *p;
+    if (s->share->gen == wx_fork_generation()) return 0;
+    if (!(p = share_acquire(&s->o))) return -1;
+    if (xfer_repool(&s->t, s->share, p)) {
+        share_release(p);
+        return -1;
+    }
+    share_release(s->share);     /* the parent's: only forgotten */
+    s->share = p;
+    return 0;
+}
 
 wx_session *wx_session_new(const wx_session_opts *o, const char **err)
 {
     wx_session *s;
     if (wx_http_global_init()) { *err = "curl_global_init failed"; return NULL; }
     s = calloc(1, sizeof *s);
-    if (!s || copy_opts(&s->o, &s->ca_file, o)) {
-        free(s);
+    if (!s || copy_opts(&s->o, &s->ca_file, &s->proxy, o)) {
+        if (s) { free(s->ca_file); free(s->proxy); free(s); }
         *err = "out of memory";
         return NULL;
     }
-    if (xfer_init(&s->t, &s->o)) {
+    s->deadline = -1;
+    if (!(s->share = share_acquire(&s->o)) || !(s->multi = curl_multi_init())) {
+        wx_session_free(s);
+        *err = "out of memory";
+        return NULL;
+    }
+    if (curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_socket) ||
+        curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s) ||
+        curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_timer) ||
+        curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s) ||
+        /* returning a connection to the shared pool prunes it to this size */
+        curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, 64L) ||
+        xfer_init(&s->t, &s->o, s->share)) {
         wx_session_free(s);
         *err = "libcurl refused an option (is it built with TLS?)";
         return NULL;
@@ -364,30 +795,37 @@ wx_session *wx_session_new(const wx_session_opts *o, const char **err)
 void wx_session_free(wx_session *s)
 {
     if (!s) return;
+    if (s->t.added && s->multi) curl_multi_remove_handle(s->multi, s->t.easy);
     xfer_cleanup(&s->t);
+    if (s->multi) curl_multi_cleanup(s->multi);
+    share_release(s->share);
     free(s->ca_file);
+    free(s->proxy);
     free(s);
 }
 
 int wx_session_perform(wx_session *s, const char *method, const char *url,
                        const char *const *headers, size_t nheaders,
                        const char *body, size_t body_len,
-                       long timeout_ms, long connect_timeout_ms,
+                       long timeout_ms, long connect_timeout_ms, size_t max_body,
                        wx_response *resp)
 {
     wx_xfer *t = &s->t;
-    if (xfer_prepare(t, &s->o, method, url, headers, nheaders, body, body_len,
-                     timeout_ms, connect_timeout_ms)) {
-        oom_response(&t->r);
+    if (session_check_fork(s)) {
+        memset(&t->r, 0, sizeof t->r);
+        fail_response(&t->r, WX_HTTP_INTERNAL, "out of memory");
+    } else if (xfer_prepare(t, &s->o, method, url, headers, nheaders, body, body_len,
+                            timeout_ms, connect_timeout_ms, max_body)) {
+        fail_response(&t->r, WX_HTTP_INTERNAL, "out of memory");
     } else {
-        xfer_finish(t, curl_easy_perform(t->easy));
+        xfer_finish(t, session_drive(s, t));
     }
     *resp = t->r;                    /* ownership of the buffers moves */
     memset(&t->r, 0, sizeof t->r);
     return resp->err;
 }
 
-/* ---- multi: many transfers at once, one connection cache ----------------- */
+/* ---- multi: many transfers at once ------------------------------------------ */
 
 wx_multi *wx_multi_new(const wx_session_opts *o, int max_parallel, const char **err)
 {
@@ -396,16 +834,25 @@ wx_multi *wx_multi_new(const wx_session_opts *o, int max_parallel, const char **
     if (wx_http_global_init()) { *err = "curl_global_init failed"; return NULL; }
     if (max_parallel < 1 || max_parallel > 256) { *err = "max_parallel must be 1-256"; return NULL; }
     m = calloc(1, sizeof *m);
-    if (!m || copy_opts(&m->o, &m->ca_file, o)) { free(m); *err = "out of memory"; return NULL; }
+    if (!m || copy_opts(&m->o, &m->ca_file, &m->proxy, o)) {
+        if (m) { free(m->ca_file); free(m->proxy); free(m); }
+        *err = "out of memory";
+        return NULL;
+    }
     m->nslots = max_parallel;
     m->slots = calloc((size_t)max_parallel, sizeof *m->slots);
     m->done = calloc((size_t)max_parallel, sizeof *m->done);
     m->multi = curl_multi_init();
-    if (!m->slots || !m->done || !m->multi) { wx_multi_free(m); *err = "out of memory"; return NULL; }
+    m->share = share_acquire(&m->o);
+    if (!m->slots || !m->done || !m->multi || !m->share) {
+        wx_multi_free(m);
+        *err = "out of memory";
+        return NULL;
+    }
     curl_multi_setopt(m->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)max_parallel);
-    curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, (long)max_parallel);
+    curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, (long)(max_parallel < 64 ? 64 : max_parallel));
     for (i = 0; i < max_parallel; i++) {
-        if (xfer_init(&m->slots[i], &m->o)) {
+        if (xfer_init(&m->slots[i], &m->o, m->share)) {
             wx_multi_free(m);
             *err = "libcurl refused an option (is it built with TLS?)";
             return NULL;
@@ -414,34 +861,95 @@ wx_multi *wx_multi_new(const wx_session_opts *o, int max_parallel, const char **
     return m;
 }
 
+/* Removes and forgets every transfer: in flight (its connection is closed
+ * by libcurl, the answer being unknown) or finished and not taken. */
+void wx_multi_abort_all(wx_multi *m)
+{
+    int i;
+    for (i = 0; i < m->nslots; i++) {
+        wx_xfer *t = &m->slots[i];
+        if (t->added) curl_multi_remove_handle(m->multi, t->easy);
+        t->added = 0;
+        xfer_release(t);
+        wx_response_free(&t->r);
+        memset(&t->r, 0, sizeof t->r);
+        t->busy = 0;
+    }
+    m->ndone = 0;
+    m->active = 0;
+}
+
 void wx_multi_free(wx_multi *m)
 {
     int i;
     if (!m) return;
-    for (i = 0; m->slots && i < m->nslots; i++) {
-        if (m->slots[i].busy && m->multi) curl_multi_remove_handle(m->multi, m->slots[i].easy);
-        xfer_cleanup(&m->slots[i]);
+    if (m->share && m->share->gen != wx_fork_generation() && m->active > 0) {
+        /* made in the parent with transfers in flight: libcurl would close
+         * the parent's connections; leave its handles alone */
+        for (i = 0; m->slots && i < m->nslots; i++) {
+            free(m->slots[i].body);
+            hdrlist_free(&m->slots[i].hl);
+            wx_response_free(&m->slots[i].r);
+        }
+    } else {
+        for (i = 0; m->slots && i < m->nslots; i++) {
+            if (m->slots[i].added && m->multi) curl_multi_remove_handle(m->multi, m->slots[i].easy);
+            m->slots[i].added = 0;
+            xfer_cleanup(&m->slots[i]);
+        }
+        if (m->multi) curl_multi_cleanup(m->multi);
+        share_release(m->share);
     }
-    /* the easy handles go first: they may hold connections of the multi's cache */
-    if (m->multi) curl_multi_cleanup(m->multi);
     free(m->slots);
     free(m->done);
     free(m->ca_file);
+    free(m->proxy);
     free(m);
 }
 
 int wx_multi_active(const wx_multi *m) { return m->active; }
 int wx_multi_capacity(const wx_multi *m) { return m->nslots; }
 
+/* After fork(): an idle multi handle made in the parent moves its handles to
+ * this process's pool; one with transfers in flight refuses to go on. */
+static int multi_check_fork(wx_multi *m, const char **err)
+{
+    wx_share *p;
+    int i;
+    if (m->share->gen == wx_fork_generation()) return 0;
+    if (m->active > 0) {
+        *err = "this multi handle had transfers in flight when the process forked: make a new one";
+        return -1;
+    }
+    if (!(p = share_acquire(&m->o))) { *err = "out of memory"; return -1; }
+    for (i = 0; i < m->nslots; i++) {
+        if (xfer_repool(&m->slots[i], m->share, p)) {
+            share_release(p);
+            *err = "out of memory";
+            return -1;
+        }
+    }
+    share_release(m->share);
+    m->share = p;
+    return 0;
+}
+
 int wx_multi_add(wx_multi *m, long id, const char *method, const char *url,
                  const char *const *headers, size_t nheaders,
                  const char *body, size_t body_len,
-                 long timeout_ms, long connect_timeout_ms, const char **err)
+                 long timeout_ms, long connect_timeout_ms, size_t max_body,
+                 const char **err)
 {
     int i;
     wx_xfer *t = NULL;
-    for (i = 0; i < m->nslots; i++)
-        if (!m->slots[i].busy) { t = &m->slots[i]; break; }
+    if (multi_check_fork(m, err)) return -1;
+    for (i = 0; i < m->nslots; i++) {
+        if (m->slots[i].busy && m->slots[i].id == id) {
+            *err = "this id is already in flight (or finished and not taken)";
+            return -1;
+        }
+        if (!t && !m->slots[i].busy) t = &m->slots[i];
+    }
     if (!t) { *err = "all transfers are busy"; return -1; }
     wx_response_free(&t->r);
     if (body_len) {
@@ -449,36 +957,31 @@ int wx_multi_add(wx_multi *m, long id, const char *method, const char *url,
         memcpy(t->body, body, body_len);
     }
     if (xfer_prepare(t, &m->o, method, url, headers, nheaders, t->body ? t->body : "",
-                     body_len, timeout_ms, connect_timeout_ms) ||
+                     body_len, timeout_ms, connect_timeout_ms, max_body) ||
         curl_multi_add_handle(m->multi, t->easy) != CURLM_OK) {
         xfer_release(t);
         *err = "out of memory";
         return -1;
     }
+    t->added = 1;
     t->id = id;
     t->busy = 1;
     m->active++;
     return 0;
 }
 
-static long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int wx_multi_run(wx_multi *m, long timeout_ms)
+int wx_multi_run(wx_multi *m, long timeout_ms, const char **err)
 {
     int running = 0, left = 0;
     CURLMsg *msg;
-    long until = now_ms() + timeout_ms;
+    long long until = now_ms() + timeout_ms;
+    if (multi_check_fork(m, err)) return -1;
     if (m->ndone == 0 && m->active > 0) {
         curl_multi_perform(m->multi, &running);
         while (running == m->active) {
             int numfds = 0;
             /* wait for socket activity or curl's own timers */
-            long wait = 1000;
+            long long wait = 1000;
             if (timeout_ms > 0) {
                 wait = until - now_ms();
                 if (wait <= 0) break;
@@ -492,9 +995,10 @@ int wx_multi_run(wx_multi *m, long timeout_ms)
         wx_xfer *t = NULL;
         if (msg->msg != CURLMSG_DONE) continue;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
-        if (!t) continue;
+        if (!t || !t->added) continue;
         xfer_finish(t, msg->data.result);
         curl_multi_remove_handle(m->multi, t->easy);
+        t->added = 0;
         m->done[m->ndone++] = (int)(t - m->slots);
     }
     return m->ndone;

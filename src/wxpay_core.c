@@ -24,15 +24,23 @@
 #define MT_MULTI "wxpay.Multi"
 
 typedef struct {
-    EVP_PKEY *pkey;
+    wx_key *k;
 } lkey;
+
+/* scratch: the "Name: value" lines built from a {Name = value} table */
+typedef struct {
+    char *buf;
+    size_t cap;
+} scratch;
 
 typedef struct {
     wx_session *s;
+    scratch sc;
 } lsession;
 
 typedef struct {
     wx_multi *m;
+    scratch sc;
 } lmulti;
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -44,19 +52,52 @@ static int push_fail(lua_State *L, const char *msg)
     return 2;
 }
 
+/* A number argument that must be a whole number (integral: no fraction)
+ * or any number (not integral, truncated toward zero) in [lo, hi].  NaN,
+ * infinities and values out of range raise: casting them to an integer type
+ * is undefined behaviour in C. */
+static double check_range(lua_State *L, int i, double lo, double hi, int integral,
+                          const char *what)
+{
+    lua_Number v;
+    if (!lua_isnumber(L, i))
+        luaL_argerror(L, i, lua_pushfstring(L, "%s must be a number, got %s", what,
+                                            luaL_typename(L, i)));
+    v = lua_tonumber(L, i);
+    if (!(v >= lo && v <= hi) || (integral && v != (lua_Number)(long long)v))
+        luaL_argerror(L, i, lua_pushfstring(L, "%s must be %s from %f to %f", what,
+                                            integral ? "a whole number" : "a number",
+                                            (double)lo, (double)hi));
+    return (double)v;
+}
+
+static long long check_ll(lua_State *L, int i, double lo, double hi, const char *what)
+{
+    return (long long)check_range(L, i, lo, hi, 0, what);
+}
+
+static long long opt_ll(lua_State *L, int i, long long def, double lo, double hi,
+                        const char *what)
+{
+    return lua_isnoneornil(L, i) ? def : check_ll(L, i, lo, hi, what);
+}
+
+#define MAX_MS 2147483647.0     /* milliseconds: what poll() and libcurl take */
+#define MAX_BODY 1073741824.0   /* 1 GiB */
+
 static lkey *check_key(lua_State *L, int i, const char *mt)
 {
     lkey *k = luaL_checkudata(L, i, mt);
-    if (!k->pkey) luaL_error(L, "attempt to use a closed %s", mt);
+    if (!k->k) luaL_error(L, "attempt to use a closed %s", mt);
     return k;
 }
 
 static int key_close(lua_State *L, const char *mt)
 {
     lkey *k = luaL_checkudata(L, 1, mt);
-    if (k->pkey) {
-        EVP_PKEY_free(k->pkey);
-        k->pkey = NULL;
+    if (k->k) {
+        wx_key_free(k->k);
+        k->k = NULL;
     }
     return 0;
 }
@@ -64,18 +105,28 @@ static int key_close(lua_State *L, const char *mt)
 static void key_tostring(lua_State *L, const char *mt)
 {
     lkey *k = luaL_checkudata(L, 1, mt);
-    if (!k->pkey)
+    if (!k->k)
         lua_pushfstring(L, "%s{closed}", mt);
     else
-        lua_pushfstring(L, "%s{RSA-%d}", mt, EVP_PKEY_get_bits(k->pkey));
+        lua_pushfstring(L, "%s{RSA-%d}", mt, wx_key_bits(k->k));
 }
 
 static lkey *new_key(lua_State *L, const char *mt)
 {
     lkey *k = lua_newuserdata(L, sizeof *k);
-    k->pkey = NULL;
+    k->k = NULL;
     luaL_setmetatable(L, mt);
     return k;
+}
+
+/* Wraps pkey (ownership moves) into the key on top of the stack; returns
+ * 0, or pushes nil, err and returns 2. */
+static int set_key(lua_State *L, lkey *k, EVP_PKEY *pkey, int signing)
+{
+    const char *err = NULL;
+    k->k = wx_key_new(pkey, signing, &err);
+    if (!k->k) return push_fail(L, err);
+    return 0;
 }
 
 /* ---- private key ---------------------------------------------------------- */
@@ -86,9 +137,24 @@ static int l_load_private_key(lua_State *L)
     const char *pem = luaL_checklstring(L, 1, &len);
     const char *err = NULL;
     lkey *k = new_key(L, MT_PRIVKEY);
-    k->pkey = wx_private_key_from_pem(pem, len, &err);
-    if (!k->pkey) return push_fail(L, err);
-    return 1;
+    EVP_PKEY *pkey = wx_private_key_from_pem(pem, len, &err);
+    if (!pkey) return push_fail(L, err);
+    return set_key(L, k, pkey, 1) ? 2 : 1;
+}
+
+/* load_private_key_file(path) -> PrivateKey, mode | nil, err
+ * mode: the file's permission bits (warn when mode % 64 ~= 0). */
+static int l_load_private_key_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    char err[512];
+    unsigned mode = 0;
+    lkey *k = new_key(L, MT_PRIVKEY);
+    EVP_PKEY *pkey = wx_private_key_from_file(path, &mode, err, sizeof err);
+    if (!pkey) return push_fail(L, err);
+    if (set_key(L, k, pkey, 1)) return 2;
+    lua_pushinteger(L, (lua_Integer)mode);
+    return 2;
 }
 
 static int l_priv_sign(lua_State *L)
@@ -98,7 +164,7 @@ static int l_priv_sign(lua_State *L)
     const char *msg = luaL_checklstring(L, 2, &len);
     char out[1400];
     const char *err = NULL;
-    long n = wx_sign_b64(k->pkey, msg, len, out, &err);
+    long n = wx_key_sign_b64(k->k, msg, len, out, &err);
     if (n < 0) return push_fail(L, err);
     lua_pushlstring(L, out, (size_t)n);
     return 1;
@@ -132,8 +198,7 @@ static int l_priv_authorization(lua_State *L)
     const char *method = luaL_checklstring(L, 4, &mel);
     const char *target = luaL_checklstring(L, 5, &tl);
     const char *body = luaL_optlstring(L, 6, "", &bl);
-    long long ts = lua_isnoneornil(L, 7) ? (long long)time(NULL)
-                                          : (long long)luaL_checknumber(L, 7);
+    long long ts = opt_ll(L, 7, (long long)time(NULL), 0, 99999999999.0, "timestamp");
     char nonce[33], tsbuf[32], sig[1400];
     const char *err = NULL;
     luaL_Buffer b;
@@ -166,7 +231,7 @@ static int l_priv_authorization(lua_State *L)
     {
         size_t len;
         const char *msg = lua_tolstring(L, -1, &len);
-        n = wx_sign_b64(k->pkey, msg, len, sig, &err);
+        n = wx_key_sign_b64(k->k, msg, len, sig, &err);
     }
     lua_pop(L, 1);
     if (n < 0) return push_fail(L, err);
@@ -200,9 +265,9 @@ static int l_load_public_key(lua_State *L)
     const char *pem = luaL_checklstring(L, 1, &len);
     const char *err = NULL;
     lkey *k = new_key(L, MT_PUBKEY);
-    k->pkey = wx_public_key_from_pem(pem, len, &err);
-    if (!k->pkey) return push_fail(L, err);
-    return 1;
+    EVP_PKEY *pkey = wx_public_key_from_pem(pem, len, &err);
+    if (!pkey) return push_fail(L, err);
+    return set_key(L, k, pkey, 0) ? 2 : 1;
 }
 
 /* -> PublicKey, {serial_no=, not_before=, not_after=} */
@@ -213,8 +278,9 @@ static int l_load_certificate(lua_State *L)
     const char *err = NULL;
     wx_cert_info info;
     lkey *k = new_key(L, MT_PUBKEY);
-    k->pkey = wx_cert_from_pem(pem, len, &info, &err);
-    if (!k->pkey) return push_fail(L, err);
+    EVP_PKEY *pkey = wx_cert_from_pem(pem, len, &info, &err);
+    if (!pkey) return push_fail(L, err);
+    if (set_key(L, k, pkey, 0)) return 2;
     lua_createtable(L, 0, 3);
     lua_pushstring(L, info.serial);
     lua_setfield(L, -2, "serial_no");
@@ -231,7 +297,7 @@ static int l_pub_verify(lua_State *L)
     size_t ml, sl;
     const char *msg = luaL_checklstring(L, 2, &ml);
     const char *sig = luaL_checklstring(L, 3, &sl);
-    lua_pushboolean(L, wx_verify_b64(k->pkey, msg, ml, sig, sl));
+    lua_pushboolean(L, wx_key_verify_b64(k->k, msg, ml, sig, sl));
     return 1;
 }
 
@@ -253,7 +319,7 @@ static int l_pub_verify_response(lua_State *L)
     luaL_addlstring(&b, body, bl); luaL_addchar(&b, '\n');
     luaL_pushresult(&b);
     msg = lua_tolstring(L, -1, &len);
-    lua_pushboolean(L, wx_verify_b64(k->pkey, msg, len, sig, sl));
+    lua_pushboolean(L, wx_key_verify_b64(k->k, msg, len, sig, sl));
     return 1;
 }
 
@@ -264,9 +330,8 @@ static int l_pub_tostring(lua_State *L) { key_tostring(L, MT_PUBKEY); return 1; 
 
 static int l_nonce(lua_State *L)
 {
-    lua_Integer n = luaL_optinteger(L, 1, 32);
     char buf[256];
-    luaL_argcheck(L, n >= 1 && n <= (lua_Integer)sizeof buf, 1, "length must be 1-256");
+    long long n = opt_ll(L, 1, 32, 1, sizeof buf, "length");
     if (wx_nonce(buf, (size_t)n)) return push_fail(L, "the CSPRNG failed");
     lua_pushlstring(L, buf, (size_t)n);
     return 1;
@@ -352,7 +417,7 @@ static int l_monotonic_ms(lua_State *L)
 /* Blocks the calling thread: never used inside an nginx request (ngx.sleep). */
 static int l_sleep_ms(lua_State *L)
 {
-    lua_Number ms = luaL_checknumber(L, 1);
+    double ms = check_range(L, 1, -MAX_MS, MAX_MS, 0, "milliseconds");
     struct timespec ts;
     if (ms <= 0) return 0;
     ts.tv_sec = (time_t)(ms / 1000);
@@ -371,29 +436,85 @@ static int l_file_mode(lua_State *L)
     return 1;
 }
 
+/* ---- private files ------------------------------------------------------------ */
+
+/* private_dir(path) -> true | nil, err */
+static int l_private_dir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    char err[512];
+    if (wx_private_dir(path, err, sizeof err)) return push_fail(L, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* read_private(path, max_bytes) -> data | nil, err  (never through a link) */
+static int l_read_private(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    size_t max = (size_t)check_ll(L, 2, 0, MAX_BODY, "max_bytes");
+    char err[512], *data = NULL;
+    size_t len = 0;
+    if (wx_read_file(path, max, 1, &data, &len, NULL, err, sizeof err)) return push_fail(L, err);
+    lua_pushlstring(L, data, len);
+    free(data);
+    return 1;
+}
+
+/* write_private(path, data) -> true | nil, err  (atomic, mode 0600) */
+static int l_write_private(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    char err[512];
+    if (wx_write_private(path, data, len, err, sizeof err)) return push_fail(L, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* ---- HTTP session ------------------------------------------------------------ */
 
-static long opt_long(lua_State *L, int t, const char *k, long def)
+static long long field_ll(lua_State *L, int t, const char *k, long long def, double lo,
+                          double hi)
 {
-    long v;
+    long long v = def;
     lua_getfield(L, t, k);
-    v = lua_isnil(L, -1) ? def : (long)luaL_checknumber(L, -1);
+    if (!lua_isnil(L, -1)) {
+        lua_Number x;
+        if (!lua_isnumber(L, -1))
+            luaL_error(L, "%s must be a number, got %s", k, luaL_typename(L, -1));
+        x = lua_tonumber(L, -1);
+        if (!(x >= lo && x <= hi))
+            luaL_error(L, "%s must be a number from %f to %f", k, (lua_Number)lo, (lua_Number)hi);
+        v = (long long)x;
+    }
     lua_pop(L, 1);
     return v;
 }
 
-/* Reads {ca_file=?, connect_timeout_ms=, timeout_ms=, max_body=, max_idle_s=};
- * ca_file stays on the stack (the core copies it). */
+/* Reads {ca_file=?, proxy=?, connect_timeout_ms=, timeout_ms=, max_body=,
+ * max_idle_s=}; the strings stay on the stack (the core copies them).
+ * proxy: nil (no proxy, the environment ignored), "env" (the environment's
+ * https_proxy & co.) or a proxy URL. */
 static void session_opts(lua_State *L, wx_session_opts *o)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     memset(o, 0, sizeof *o);
     lua_getfield(L, 1, "ca_file");
-    o->ca_file = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
-    o->connect_timeout_ms = opt_long(L, 1, "connect_timeout_ms", 3000);
-    o->timeout_ms = opt_long(L, 1, "timeout_ms", 10000);
-    o->max_body = (size_t)opt_long(L, 1, "max_body", 1L << 20);
-    o->max_idle_s = opt_long(L, 1, "max_idle_s", 7);
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "ca_file must be a string");
+    o->ca_file = lua_tostring(L, -1);
+    lua_getfield(L, 1, "proxy");
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "proxy must be nil, \"env\" or a proxy URL");
+    o->proxy = lua_tostring(L, -1);
+    if (o->proxy && (o->proxy[0] == '\0' || strlen(o->proxy) != lua_rawlen(L, -1)))
+        luaL_error(L, "proxy must be nil, \"env\" or a proxy URL");
+    o->connect_timeout_ms = (long)field_ll(L, 1, "connect_timeout_ms", 3000, 0, MAX_MS);
+    o->timeout_ms = (long)field_ll(L, 1, "timeout_ms", 10000, 0, MAX_MS);
+    o->max_body = (size_t)field_ll(L, 1, "max_body", 1L << 20, 0, MAX_BODY);
+    o->max_idle_s = (long)field_ll(L, 1, "max_idle_s", 7, 0, 86400);
 }
 
 /* multi{...session options..., max_parallel=16} */
@@ -404,16 +525,16 @@ static int l_multi(lua_State *L)
     lmulti *u;
     long n;
     session_opts(L, &o);
-    n = opt_long(L, 1, "max_parallel", 16);
+    n = (long)field_ll(L, 1, "max_parallel", 16, 1, 256);
     u = lua_newuserdata(L, sizeof *u);
-    u->m = NULL;
+    memset(u, 0, sizeof *u);
     luaL_setmetatable(L, MT_MULTI);
     u->m = wx_multi_new(&o, (int)n, &err);
     if (!u->m) return push_fail(L, err);
     return 1;
 }
 
-/* session{ca_file=?, connect_timeout_ms=, timeout_ms=, max_body=, max_idle_s=} */
+/* session{ca_file=?, proxy=?, connect_timeout_ms=, timeout_ms=, max_body=, max_idle_s=} */
 static int l_session(lua_State *L)
 {
     wx_session_opts o;
@@ -421,10 +542,17 @@ static int l_session(lua_State *L)
     lsession *u;
     session_opts(L, &o);
     u = lua_newuserdata(L, sizeof *u);
-    u->s = NULL;
+    memset(u, 0, sizeof *u);
     luaL_setmetatable(L, MT_SESSION);
-    u->s = wx_session_new(&o, &err); /* copies ca_file */
+    u->s = wx_session_new(&o, &err); /* copies ca_file and proxy */
     if (!u->s) return push_fail(L, err);
+    return 1;
+}
+
+/* pool_count() -> live connection pools of this process (tests, diagnostics) */
+static int l_pool_count(lua_State *L)
+{
+    lua_pushinteger(L, wx_http_pool_count());
     return 1;
 }
 
@@ -432,31 +560,90 @@ static const char *const http_codes[] = {
     NULL, "NETWORK_ERROR", "TIMEOUT", "TLS_ERROR", "BAD_RESPONSE", "NETWORK_ERROR"
 };
 
-/* Reads an array of "Name: value" strings at index i into hdrs (max 32). */
-static size_t check_headers(lua_State *L, int i, const char **hdrs)
+#define MAX_HEADERS 32
+
+static int is_token(const char *s, size_t n)
 {
-    size_t nh, k;
+    size_t i;
+    if (n == 0) return 0;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c && strchr("!#$%&'*+-.^_`|~", c))))
+            return 0;
+    }
+    return 1;
+}
+
+static int bad_value(const char *v, size_t n)
+{
+    return memchr(v, '\n', n) || memchr(v, '\r', n) || memchr(v, '\0', n);
+}
+
+/* The headers at index i: an array of "Name: value" strings, or a table
+ * {Name = value} (its lines are built in the object's scratch buffer, no
+ * Lua string per line).  Fills hdrs (at most MAX_HEADERS); misuse raises. */
+static size_t check_headers(lua_State *L, int i, const char **hdrs, scratch *sc)
+{
+    size_t nh = 0, k, total = 0, o = 0;
     luaL_checktype(L, i, LUA_TTABLE);
     nh = lua_rawlen(L, i);
-    luaL_argcheck(L, nh <= 32, i, "at most 32 headers");
-    for (k = 0; k < nh; k++) {
-        size_t hl;
-        lua_rawgeti(L, i, (int)k + 1);
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_argerror(L, i, "headers must be strings");
-        hdrs[k] = lua_tolstring(L, -1, &hl);
-        if (memchr(hdrs[k], '\n', hl) || memchr(hdrs[k], '\r', hl) || strlen(hdrs[k]) != hl)
-            luaL_argerror(L, i, "headers must be strings without CR, LF or NUL");
-        lua_pop(L, 1); /* still referenced by the table */
+    if (nh > 0) {
+        luaL_argcheck(L, nh <= MAX_HEADERS, i, "at most 32 headers");
+        for (k = 0; k < nh; k++) {
+            size_t hl;
+            lua_rawgeti(L, i, (int)k + 1);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_argerror(L, i, "headers must be strings");
+            hdrs[k] = lua_tolstring(L, -1, &hl);
+            if (bad_value(hdrs[k], hl))
+                luaL_argerror(L, i, "headers must be strings without CR, LF or NUL");
+            lua_pop(L, 1); /* still referenced by the table */
+        }
+        return nh;
     }
-    return nh;
+    /* {Name = value}: check and measure, then build */
+    lua_pushnil(L);
+    while (lua_next(L, i) != 0) {
+        size_t kl, vl;
+        const char *key, *val;
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+            luaL_argerror(L, i, "header names and values must be strings");
+        key = lua_tolstring(L, -2, &kl);
+        val = lua_tolstring(L, -1, &vl);
+        if (!is_token(key, kl)) luaL_argerror(L, i, "bad header name");
+        if (bad_value(val, vl)) luaL_argerror(L, i, "header values must not hold CR, LF or NUL");
+        if (++nh > MAX_HEADERS) luaL_argerror(L, i, "at most 32 headers");
+        total += kl + vl + 3;
+        lua_pop(L, 1);
+    }
+    if (total > sc->cap) {
+        char *p = realloc(sc->buf, total);
+        if (!p) luaL_error(L, "out of memory");
+        sc->buf = p;
+        sc->cap = total;
+    }
+    k = 0;
+    lua_pushnil(L);
+    while (lua_next(L, i) != 0) {
+        size_t kl, vl;
+        const char *key = lua_tolstring(L, -2, &kl);
+        const char *val = lua_tolstring(L, -1, &vl);
+        hdrs[k++] = sc->buf + o;
+        memcpy(sc->buf + o, key, kl); o += kl;
+        sc->buf[o++] = ':'; sc->buf[o++] = ' ';
+        memcpy(sc->buf + o, val, vl); o += vl;
+        sc->buf[o++] = '\0';
+        lua_pop(L, 1);
+    }
+    return k;
 }
 
 /* Pushes a table {lowercase name = value} of r's headers (first one wins). */
 static void push_headers(lua_State *L, const wx_response *r)
 {
     size_t p = 0;
-    lua_newtable(L);
+    lua_createtable(L, 0, 12);
     while (p < r->headers.len) {
         const char *name = r->headers.data + p;
         size_t n = strlen(name);
@@ -482,23 +669,30 @@ static void push_body(lua_State *L, const wx_response *r)
 }
 
 /*
- * session:request(method, url, headers, body?, timeout_ms?, connect_timeout_ms?)
+ * session:request(method, url, headers, body?, timeout_ms?, connect_timeout_ms?, max_body?)
  *   -> status, headers{lowercase name = value}, body
  *   |  nil, code, message, sent
+ * headers: {"Name: value", ...} or {Name = value}; nil or 0 for a number
+ * means the session's default.
  */
 static int l_session_request(lua_State *L)
 {
     lsession *u = luaL_checkudata(L, 1, MT_SESSION);
     const char *method = luaL_checkstring(L, 2);
     const char *url = luaL_checkstring(L, 3);
-    const char *hdrs[32];
-    size_t bl = 0, nh = check_headers(L, 4, hdrs);
-    const char *body = luaL_optlstring(L, 5, NULL, &bl);
-    long tmo = (long)luaL_optnumber(L, 6, 0);
-    long ctmo = (long)luaL_optnumber(L, 7, 0);
+    const char *hdrs[MAX_HEADERS];
+    size_t bl = 0, nh;
+    const char *body;
+    long tmo, ctmo;
+    size_t maxb;
     wx_response r;
     if (!u->s) return luaL_error(L, "attempt to use a closed " MT_SESSION);
-    wx_session_perform(u->s, method, url, hdrs, nh, body, bl, tmo, ctmo, &r);
+    nh = check_headers(L, 4, hdrs, &u->sc);
+    body = luaL_optlstring(L, 5, NULL, &bl);
+    tmo = (long)opt_ll(L, 6, 0, 0, MAX_MS, "timeout_ms");
+    ctmo = (long)opt_ll(L, 7, 0, 0, MAX_MS, "connect_timeout_ms");
+    maxb = (size_t)opt_ll(L, 8, 0, 0, MAX_BODY, "max_body");
+    wx_session_perform(u->s, method, url, hdrs, nh, body, bl, tmo, ctmo, maxb, &r);
     if (r.err != WX_HTTP_OK) {
         lua_pushnil(L);
         lua_pushstring(L, http_codes[r.err]);
@@ -523,34 +717,38 @@ static lmulti *check_multi(lua_State *L)
     return u;
 }
 
-/* multi:add(id, method, url, headers, body?, timeout_ms?, connect_timeout_ms?) -> true | nil, err */
+/* multi:add(id, method, url, headers, body?, timeout_ms?, connect_timeout_ms?, max_body?)
+ *   -> true | nil, err   (err also for an id already in flight or not taken) */
 static int l_multi_add(lua_State *L)
 {
     lmulti *u = check_multi(L);
-    long id = (long)luaL_checkinteger(L, 2);
+    long id = (long)check_range(L, 2, -9007199254740992.0, 9007199254740992.0, 1, "id");
     const char *method = luaL_checkstring(L, 3);
     const char *url = luaL_checkstring(L, 4);
-    const char *hdrs[32];
-    size_t bl = 0, nh = check_headers(L, 5, hdrs);
+    const char *hdrs[MAX_HEADERS];
+    size_t bl = 0, nh = check_headers(L, 5, hdrs, &u->sc);
     const char *body = luaL_optlstring(L, 6, NULL, &bl);
-    long tmo = (long)luaL_optnumber(L, 7, 0);
-    long ctmo = (long)luaL_optnumber(L, 8, 0);
+    long tmo = (long)opt_ll(L, 7, 0, 0, MAX_MS, "timeout_ms");
+    long ctmo = (long)opt_ll(L, 8, 0, 0, MAX_MS, "connect_timeout_ms");
+    size_t maxb = (size_t)opt_ll(L, 9, 0, 0, MAX_BODY, "max_body");
     const char *err = NULL;
-    if (wx_multi_add(u->m, id, method, url, hdrs, nh, body, bl, tmo, ctmo, &err))
+    if (wx_multi_add(u->m, id, method, url, hdrs, nh, body, bl, tmo, ctmo, maxb, &err))
         return push_fail(L, err);
     lua_pushboolean(L, 1);
     return 1;
 }
 
-/* multi:run(timeout_ms?) -> list of {id, status, headers, body} | {id, code, message, sent} */
+/* multi:run(timeout_ms?) -> list of {id, status, headers, body} | {id, code, message, sent}
+ *   | nil, err (a handle with transfers in flight across fork()) */
 static int l_multi_run(lua_State *L)
 {
     lmulti *u = check_multi(L);
-    long tmo = (long)luaL_optnumber(L, 2, 0);
+    long tmo = (long)opt_ll(L, 2, 0, 0, MAX_MS, "timeout_ms");
     long id;
     wx_response r;
     int n = 0;
-    wx_multi_run(u->m, tmo);
+    const char *err = NULL;
+    if (wx_multi_run(u->m, tmo, &err) < 0) return push_fail(L, err);
     lua_newtable(L);
     while (wx_multi_next(u->m, &id, &r)) {
         lua_createtable(L, 0, 4);
@@ -577,6 +775,15 @@ static int l_multi_run(lua_State *L)
     return 1;
 }
 
+/* multi:abort() -> nothing: every transfer, in flight or finished and not
+ * taken, is removed and freed; the handle is empty and reusable. */
+static int l_multi_abort(lua_State *L)
+{
+    lmulti *u = check_multi(L);
+    wx_multi_abort_all(u->m);
+    return 0;
+}
+
 static int l_multi_active(lua_State *L)
 {
     lmulti *u = check_multi(L);
@@ -592,6 +799,9 @@ static int l_multi_close(lua_State *L)
         wx_multi_free(u->m);
         u->m = NULL;
     }
+    free(u->sc.buf);
+    u->sc.buf = NULL;
+    u->sc.cap = 0;
     return 0;
 }
 
@@ -613,6 +823,9 @@ static int l_session_close(lua_State *L)
         wx_session_free(u->s);
         u->s = NULL;
     }
+    free(u->sc.buf);
+    u->sc.buf = NULL;
+    u->sc.cap = 0;
     return 0;
 }
 
@@ -663,10 +876,12 @@ __attribute__((visibility("default"))) int luaopen_wxpay_core(lua_State *L)
     static const luaL_Reg multi_methods[] = {
         {"add", l_multi_add},
         {"run", l_multi_run},
+        {"abort", l_multi_abort},
         {"active", l_multi_active},
         {NULL, NULL}};
     static const luaL_Reg funcs[] = {
         {"load_private_key", l_load_private_key},
+        {"load_private_key_file", l_load_private_key_file},
         {"load_public_key", l_load_public_key},
         {"load_certificate", l_load_certificate},
         {"nonce", l_nonce},
@@ -679,6 +894,10 @@ __attribute__((visibility("default"))) int luaopen_wxpay_core(lua_State *L)
         {"monotonic_ms", l_monotonic_ms},
         {"sleep_ms", l_sleep_ms},
         {"file_mode", l_file_mode},
+        {"private_dir", l_private_dir},
+        {"read_private", l_read_private},
+        {"write_private", l_write_private},
+        {"pool_count", l_pool_count},
         {NULL, NULL}};
 
     if (wx_http_global_init()) return luaL_error(L, "curl_global_init failed");

@@ -52,33 +52,95 @@ function M.header_lines(headers)
   return list
 end
 
---- A libcurl transport over one reused session (one keep-alive connection).
+-- The process-wide libcurl sessions, one per settings key, shared by every
+-- client of this Lua state: {session =, refs =}.  (The C side goes further:
+-- every session and multi handle with the same ca_file and proxy shares one
+-- connection pool, so batches reuse these connections too.)
+local pools = {}
+
+local function pool_key(opts)
+  return ("%s\0%s\0%s"):format(opts.ca_file or "", opts.proxy or "", opts.max_idle_s or 7)
+end
+
+--- The number of shared sessions alive in this Lua state (tests, diagnostics).
+function M.curl_pool_count()
+  local n = 0
+  for _ in pairs(pools) do n = n + 1 end
+  return n
+end
+
+-- Runs f when `owner` is collected without close() (Lua 5.4: a table's
+-- __gc; LuaJIT: a newproxy userdata, tables have no __gc there).
+local newproxy = rawget(_G, "newproxy")
+local function gc_guard(f)
+  if newproxy then
+    local p = newproxy(true)
+    getmetatable(p).__gc = f
+    return p
+  end
+  return setmetatable({}, { __gc = f })
+end
+
+--- A libcurl transport: requests go over the process-wide session for
+-- (ca_file, proxy, max_idle_s), one keep-alive connection shared by every
+-- client with those settings; timeouts and the answer size limit are per
+-- call, so clients with different limits still share it.  close() only
+-- drops this client's reference; the last one closes the session.
+-- opts: ca_file, proxy (nil: none, environment ignored; "env"; or a URL),
+-- timeout_ms, connect_timeout_ms, max_body, max_idle_s.
 function M.curl(opts)
-  local session
+  local key = pool_key(opts)
+  local entry            -- this client's reference, taken on first use
   local t = {}
-  function t.request(req)
-    if not session then
+
+  local function release()
+    local e = entry
+    if not e then return end
+    entry = nil
+    e.refs = e.refs - 1
+    if e.refs <= 0 then
+      if pools[key] == e then pools[key] = nil end
+      e.session:close()
+    end
+  end
+
+  local function acquire()
+    local e = pools[key]
+    if not e then
       local s, err = core.session {
         ca_file = opts.ca_file,
+        proxy = opts.proxy,
         connect_timeout_ms = opts.connect_timeout_ms,
         timeout_ms = opts.timeout_ms,
         max_body = opts.max_body,
-        max_idle_s = 7,
+        max_idle_s = opts.max_idle_s or 7,
       }
-      if not s then return nil, { code = errors.NETWORK_ERROR, message = err, sent = false } end
-      session = s
+      if not s then return nil, err end
+      e = { session = s, refs = 0 }
+      pools[key] = e
     end
-    local status, a, b, sent = session:request(req.method, req.url, M.header_lines(req.headers), req.body,
-      req.timeout_ms, req.connect_timeout_ms)
+    e.refs = e.refs + 1
+    entry = e
+    t._gc = t._gc or gc_guard(release)
+    return e
+  end
+
+  function t.request(req)
+    local e = entry
+    if not e then
+      local err
+      e, err = acquire()
+      if not e then return nil, { code = errors.NETWORK_ERROR, message = err, sent = false } end
+    end
+    local status, a, b, sent = e.session:request(req.method, req.url, req.headers, req.body,
+      req.timeout_ms or opts.timeout_ms, req.connect_timeout_ms or opts.connect_timeout_ms, opts.max_body)
     if not status then
       return nil, { code = a, message = b, sent = sent }
     end
     return { status = status, headers = a, body = b }
   end
-  function t.close()
-    if session then session:close() end
-    session = nil
-  end
+
+  t.close = release
   return t
 end
 
