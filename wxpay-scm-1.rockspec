@@ -51,6 +51,7 @@ build = {
     ["wxpay.orders"] = "lua/wxpay/orders.lua",
     ["wxpay.cancel"] = "lua/wxpay/cancel.lua",
     ["wxpay.batch"] = "lua/wxpay/batch.lua",
+    ["wxpay.pace"] = "lua/wxpay/pace.lua",
     ["wxpay.transport"] = "lua/wxpay/transport.lua",
     ["wxpay.cosocket"] = "lua/wxpay/cosocket.lua",
     ["wxpay.cli"] = "lua/wxpay/cli.lua",
