@@ -102,9 +102,12 @@ describe("pacing", function()
     assert.is_true(secs >= 0.54, ("%.3f s"):format(secs))
     local t = revoke_times(since)
     assert.equal(12, #t)
+    -- sent 51 ms apart; arrivals jitter by a handshake or a busy core, but two
+    -- separate paces would let every other request follow its neighbour at once
     for i = 2, #t do
-      assert.is_true(t[i] - t[i - 1] >= 0.040, ("gap %d: %.3f s"):format(i, t[i] - t[i - 1]))
+      assert.is_true(t[i] - t[i - 1] >= 0.020, ("gap %d: %.3f s"):format(i, t[i] - t[i - 1]))
     end
+    assert.is_true(t[#t] - t[1] >= 0.9 * 11 * 0.051, ("span %.3f s"):format(t[#t] - t[1]))
     -- a client of another merchant is not held back by them
     local other = client(20, "institutional")
     local o = sb:order { out_trade_no = H.order_no("U"), trade_state = "SUCCESS",

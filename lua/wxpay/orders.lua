@@ -62,16 +62,22 @@ end
 function Orders:_revoke(kind, id, sub, opt)
   local target, body = self:_revoke_request(kind, id, sub)
   local wait, ticket = Pace.wait_ms(self)
-  if wait > 0 then
-    local left = opt and opt.timeout_ms
-    if left and wait + MIN_SEND_MS > left then
+  local left = opt and opt.timeout_ms
+  local waited = 0
+  while true do
+    if wait <= 0 then
+      wait = Pace.hold_ms(ticket) -- the slot has come: 1 s after the answer `rate` places back?
+      if wait <= 0 then break end
+    end
+    if left and waited + wait + MIN_SEND_MS > left then
       Pace.done(ticket)
       return nil, errors.new(errors.TIMEOUT, ("the next revoke slot at the rate limit (%g/s) is %d ms away, "
-        .. "past the time left; nothing was sent"):format(self.rate, math.ceil(wait)), { sent = false })
+        .. "past the time left; nothing was sent"):format(self.rate, math.ceil(waited + wait)), { sent = false })
     end
     self:_sleep(wait)
-    if left then opt = { timeout_ms = left - wait } end
+    waited, wait = waited + wait, 0
   end
+  if left and waited > 0 then opt = { timeout_ms = left - waited } end
   local r, err = self:_call("POST", target, body, opt, 204)
   Pace.done(ticket)
   if not r then return nil, err end

@@ -2,11 +2,11 @@
 -- requests a second): a "next free slot" schedule, one slot every 1/rate
 -- seconds, per merchant id that signs (auth_mchid).
 -- * In one process every client of a merchant shares one schedule (the
---   module-level `lanes` table). The schedule also keeps when each of the
---   last `rate` requests was answered: a request never leaves sooner than 1 s
---   after the answer to the one `rate` places before it, so however late a
---   request reached WeChat (a slow handshake, a busy host), no second ever
---   holds more than `rate` of them.
+--   module-level `lanes` table).
+-- * The schedule also keeps when each request was answered: a request never
+--   leaves sooner than 1 s after the answer to the one `rate` places before
+--   it, so however late a request reached WeChat (a slow handshake, a busy
+--   host), no second holds more than `rate` of them.
 -- * With `shared_dict` under nginx, every worker shares it: each slot is
 --   claimed in ngx.shared[name] with safe_add (atomic, never evicts), so no
 --   slot is ever handed out twice, whichever worker asks.
@@ -33,11 +33,11 @@ Pace.MARGIN = 1.02
 local function interval_ms(rate) return 1000 * Pace.MARGIN / rate end
 
 local RING = 4096 -- answers remembered per merchant (the window guard works up to rate = RING)
+local WINDOW = 1000 * Pace.MARGIN
+local HOLD_MAX = 2000 -- never held longer than this past the earlier request's slot
 
--- This process's schedule for the merchant: the next free slot, now or later,
--- and not sooner than 1 s (+ margin) after the request `rate` places earlier
--- was answered (or, while it is still out, was sent). Returns the slot and
--- the ticket that Pace.done marks answered.
+-- This process's schedule for the merchant: the next free slot, now or later.
+-- Returns the slot and the ticket for Pace.hold_ms and Pace.done.
 local function local_slot(mchid, rate, interval, now)
   local lane = lanes[mchid]
   if not lane then
@@ -47,14 +47,7 @@ local function local_slot(mchid, rate, interval, now)
   local slot = max(now, lane.next)
   local seq = lane.seq + 1
   lane.seq = seq
-  local n = floor(rate)
-  if n >= 1 and n <= RING then
-    local before = lane.ring[(seq - n) % RING]
-    if before and before.seq == seq - n then
-      slot = max(slot, (before.answered or before.slot) + 1000 * Pace.MARGIN)
-    end
-  end
-  local ticket = { seq = seq, slot = slot }
+  local ticket = { seq = seq, slot = slot, lane = lane, n = floor(rate) }
   lane.ring[seq % RING] = ticket
   lane.next = slot + interval
   return slot, ticket
@@ -62,7 +55,8 @@ end
 
 -- A slot claimed in an nginx shared dict: slot i starts at i * interval on the
 -- host's monotonic clock (one clock for all workers). The hint is only where
--- to start looking; safe_add is what makes a claim exclusive.
+-- to start looking; safe_add is what makes a claim exclusive. The marker of
+-- slot i becomes the time its request was answered (Pace.done).
 local function dict_slot(dict, mchid, rate, interval, now)
   local prefix = "wxpay:pace:" .. mchid .. ":" .. rate .. ":"
   local hint_key = prefix .. "next"
@@ -71,12 +65,12 @@ local function dict_slot(dict, mchid, rate, interval, now)
   if type(hint) == "number" and hint > i then i = hint end
   for _ = 1, 100000 do
     local at = i * interval
-    local ttl = max(at - now, 0) / 1000 + 2
+    local ttl = max(at - now, 0) / 1000 + 3
     local ok, err = dict:safe_add(prefix .. i, true, ttl)
     if ok then
       local h = dict:get(hint_key)
       if type(h) ~= "number" or h < i + 1 then dict:set(hint_key, i + 1, ttl) end
-      return max(at, now)
+      return max(at, now), { dict = dict, prefix = prefix, i = i, interval = interval, n = floor(rate) }
     end
     if err ~= "exists" then return nil, err end -- no memory: the caller paces locally
     i = i + 1
@@ -91,33 +85,60 @@ local function shared_dict(name)
 end
 
 --- How long (ms) the client must wait before sending its next revoke request,
--- and a ticket to pass to Pace.done when its answer (or failure) is in; the
--- slot is taken by this call. 0 when pacing is off (`rate = false`).
+-- and a ticket for Pace.hold_ms and Pace.done; the slot is taken by this
+-- call. 0 when pacing is off (`rate = false`).
 function Pace.wait_ms(client)
   local rate = client.rate
   if not rate then return 0 end
   local mchid = client.auth_mchid
   local interval = interval_ms(rate)
   local now = monotonic_ms()
-  local slot
+  local slot, ticket
   local dict = client.shared_dict and shared_dict(client.shared_dict)
   if dict then
-    local err
-    slot, err = dict_slot(dict, mchid, rate, interval, now)
+    slot, ticket = dict_slot(dict, mchid, rate, interval, now)
     if not slot and not client._warned_pace then
       client._warned_pace = true
-      client:_log("warn", "shared pacing unavailable, pacing this worker only", { error = err })
+      client:_log("warn", "shared pacing unavailable, pacing this worker only", { error = ticket })
     end
   end
-  local ticket
   if not slot then slot, ticket = local_slot(mchid, rate, interval, now) end
   return slot - now, ticket
+end
+
+--- Once its slot has come: how much longer (ms) the request must wait so that
+-- it leaves at least 1 s (+ margin) after the answer to the request `rate`
+-- places before it (0: send now). While that one is still out, a short wait
+-- and ask again, for at most 2 s past that request's slot.
+function Pace.hold_ms(ticket)
+  if not ticket or ticket.n < 1 or ticket.n > RING then return 0 end
+  local now = monotonic_ms()
+  local answered, slot
+  if ticket.lane then
+    local before = ticket.lane.ring[(ticket.seq - ticket.n) % RING]
+    if not before or before.seq ~= ticket.seq - ticket.n then return 0 end
+    answered, slot = before.answered, before.slot
+  else
+    local v = ticket.dict:get(ticket.prefix .. (ticket.i - ticket.n))
+    if v == nil then return 0 end -- never claimed, or long gone
+    slot = (ticket.i - ticket.n) * ticket.interval
+    if type(v) == "number" then answered = v end
+  end
+  if answered then return max(0, answered + WINDOW - now) end
+  if now > slot + HOLD_MAX then return 0 end
+  return max(1, WINDOW / ticket.n / 4)
 end
 
 --- The request of this ticket has its answer (or has failed): it reached
 -- WeChat, if ever, before now.
 function Pace.done(ticket)
-  if ticket then ticket.answered = monotonic_ms() end
+  if not ticket then return end
+  local now = monotonic_ms()
+  if ticket.lane then
+    ticket.answered = now
+  else
+    ticket.dict:safe_set(ticket.prefix .. ticket.i, now, 3)
+  end
 end
 
 --- Validates the `rate` option: nil -> the default, false -> off, else a
