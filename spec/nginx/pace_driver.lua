@@ -38,7 +38,8 @@ end
 
 -- N paid orders
 local prefix = ("NP%d_"):format(os.time() % 1000000)
-local out, ok = sh(("/usr/bin/python3 bench/seed.py '%s' '%s' %d '%s' 2>&1"):format(sb.control_url, prefix, n, sb.mchid))
+local out, ok = sh(("/usr/bin/python3 bench/seed.py '%s' '%s' %d '%s' 2>&1")
+  :format(sb.control_url, prefix, n, sb.mchid))
 assert(ok, "seeding failed: " .. out)
 
 -- all at once
@@ -48,7 +49,11 @@ sh(("for i in $(seq 1 %d); do curl -s -m 30 '%s/revoke?out_trade_no=%s'$i > '%s/
 local good, pids, first = 0, {}, nil
 for i = 1, n do
   local r = cjson.decode(read(dir .. "/out." .. i) or "null")
-  if type(r) == "table" and r.ok then good = good + 1 else first = first or (read(dir .. "/out." .. i) or "no answer") end
+  if type(r) == "table" and r.ok then
+    good = good + 1
+  else
+    first = first or (read(dir .. "/out." .. i) or "no answer")
+  end
   if type(r) == "table" and r.pid then pids[r.pid] = true end
 end
 local workers = 0
@@ -57,8 +62,8 @@ test(("all %d revokes true"):format(n), good == n, first)
 test("both workers revoked", workers == 2, ("%d worker(s) answered"):format(workers))
 
 -- when they reached the sandbox
-local _, rq = sh(("curl -s -m 10 '%s/requests' > '%s/requests.json'"):format(sb.control_url, dir)), nil
-rq = cjson.decode(read(dir .. "/requests.json") or "[]")
+sh(("curl -s -m 10 '%s/requests' > '%s/requests.json'"):format(sb.control_url, dir))
+local rq = cjson.decode(read(dir .. "/requests.json") or "[]")
 local t = {}
 for _, r in ipairs(rq) do
   if r.method == "POST" and r.target:find(prefix, 1, true) and r.time >= t0 then t[#t + 1] = r.time end
