@@ -4,6 +4,9 @@
 -- dict named in the conf.
 --   /revoke?out_trade_no=X   one revoke: {ok=, code=, pid=}
 --   /dict                    what the dict holds: {keys=[...], types=[...]}
+--   /batch_raise?prefix=P&n=N revoke_many of P1..PN on 4 light threads with a
+--                            progress callback that raises on the first result,
+--                            then a second batch: {raised=, second={...}}
 local cjson = require "cjson.safe"
 local wxpay = require "wxpay"
 
@@ -27,6 +30,15 @@ function M.handle()
   if ngx.var.uri == "/revoke" then
     local ok, err = M.client:revoke { out_trade_no = a.out_trade_no }
     r.ok, r.code = ok == true, err and err.code
+  elseif ngx.var.uri == "/batch_raise" then
+    local list = {}
+    for i = 1, tonumber(a.n) do list[i] = { out_trade_no = a.prefix .. i } end
+    local ok, err = pcall(M.client.revoke_many, M.client, list, { concurrency = 4,
+      progress = function() error("progress stops here", 0) end })
+    r.raised = not ok and tostring(err) or false
+    local res = M.client:revoke_many({ { out_trade_no = "NEVER-MADE-" .. a.prefix },
+      { out_trade_no = a.prefix .. (tonumber(a.n) + 1) } }, { concurrency = 2 })
+    r.second = { type(res[1]) == "table" and res[1].code or tostring(res[1]), res[2] == true }
   elseif ngx.var.uri == "/dict" then
     local dict = M.dict_name and ngx.shared[M.dict_name]
     r.keys, r.types = {}, {}

@@ -95,4 +95,21 @@ for i, k in ipairs(d.keys) do
 end
 test("the shared dict holds only pace slot markers", only, cjson.encode(d.keys))
 
+-- revoke_many on light threads: a raising progress callback
+local bp = ("NB%d_"):format(os.time() % 1000000)
+out, ok = sh(("/usr/bin/python3 bench/seed.py '%s' '%s' %d '%s' 2>&1"):format(sb.control_url, bp, 9, sb.mchid))
+assert(ok, "seeding failed: " .. out)
+local br = cjson.decode((sh(("curl -s -m 30 '%s/batch_raise?prefix=%s&n=8'"):format(url, bp))))
+sh(("curl -s -m 10 '%s/requests' > '%s/requests.json'"):format(sb.control_url, dir))
+local sent = 0
+for _, r in ipairs(cjson.decode(read(dir .. "/requests.json") or "[]")) do
+  if r.method == "POST" and r.target:find(bp, 1, true) and not r.target:find(bp .. "9", 1, true)
+    and not r.target:find("NEVER", 1, true) then sent = sent + 1 end
+end
+test("threads: the progress callback's error reaches the caller", br.raised == "progress stops here",
+  tostring(br.raised))
+test("threads: no item is taken after it (4 threads, 8 items)", sent <= 4, ("%d sent"):format(sent))
+test("threads: the next batch gets its own answers", type(br.second) == "table"
+  and br.second[1] == "ORDER_NOT_EXIST" and br.second[2] == true, cjson.encode(br.second))
+
 print(("counts: %d %d"):format(passed, failed))
