@@ -4,8 +4,11 @@
  * RSA-2048 public key.  Input: MESSAGE \0 SIGNATURE (split at the last NUL;
  * without a NUL the whole input is the signature of an empty message).
  * Properties: the result is 0 or 1, never a crash; OpenSSL's error queue is
- * empty afterwards.  The seeds hold valid signatures made with the private
- * half of this key (a throwaway key, not kept). */
+ * empty afterwards; and wx_key_verify_b64, which reuses one verifying context
+ * across every input of the run (after every kind of failure), always agrees
+ * with wx_verify_b64, which makes a fresh context per call.  The seeds hold
+ * valid signatures made with the private half of this key (a throwaway key,
+ * not kept). */
 #include "fuzz_common.h"
 
 #include <openssl/pem.h>
@@ -23,6 +26,7 @@ static const char PUB_PEM[] =
     ;
 
 static EVP_PKEY *key;
+static wx_key *reused;     /* one context for the whole run */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -33,6 +37,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         fprintf(stderr, "fuzz_verify: bad built-in key: %s\n", err);
         abort();
     }
+    {
+        EVP_PKEY *k2 = wx_public_key_from_pem(PUB_PEM, sizeof PUB_PEM - 1, &err);
+        reused = k2 ? wx_key_new(k2, 0, &err) : NULL;
+        if (!reused) {
+            fprintf(stderr, "fuzz_verify: cannot set up the reused context: %s\n", err);
+            abort();
+        }
+    }
     return 0;
 }
 
@@ -42,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *nul = size ? memrchr(in, '\0', size) : NULL;
     const char *msg = "", *sig = in;
     size_t msg_len = 0, sig_len = size;
-    int ok;
+    int ok, ok2;
     if (nul) {
         msg = in;
         msg_len = (size_t)(nul - in);
@@ -52,9 +64,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     {   /* the signature in its own exactly sized buffer */
         char *s = fuzz_copy((const uint8_t *)sig, sig_len);
         ok = wx_verify_b64(key, msg, msg_len, s, sig_len);
+        CHECK_ERR_QUEUE_EMPTY();
+        ok2 = wx_key_verify_b64(reused, msg, msg_len, s, sig_len);
         free(s);
     }
     CHECK(ok == 0 || ok == 1);
+    CHECK(ok2 == ok);
     CHECK_ERR_QUEUE_EMPTY();
     free(in);
     return 0;

@@ -124,6 +124,31 @@ describe("connection pool", function()
     c:close()
   end)
 
+  it("clients sharing the session keep their own timeouts and size limits", function()
+    local o = new_order()
+    local small = sb:client { max_body_bytes = 1000, timeout_ms = 600 }
+    local big = sb:client {}
+    local before = sb:stats()
+    sb:fault { fault = "oversized", bytes = 5000, match = o.out_trade_no, method = "GET" }
+    local r, err = small:query { out_trade_no = o.out_trade_no }
+    assert.is_nil(r)
+    assert.matches("size limit", err.message)
+    sb:fault { fault = "oversized", bytes = 5000, match = o.out_trade_no, method = "GET" }
+    r, err = big:query { out_trade_no = o.out_trade_no }
+    assert.is_nil(err and err.message:find("size limit"))
+    sb:fault { fault = "delay", ms = 1500, match = o.out_trade_no, method = "GET" }
+    r, err = small:query { out_trade_no = o.out_trade_no }
+    assert.is_nil(r)
+    assert.equal("TIMEOUT", err.code)
+    sb:fault { fault = "delay", ms = 1500, match = o.out_trade_no, method = "GET" }
+    assert(big:query { out_trade_no = o.out_trade_no })
+    assert.equal(1, transport.curl_pool_count())
+    -- the refused answer and the timeout each closed the connection; otherwise reused
+    assert.is_true(sb:stats().handshakes - before.handshakes <= 3)
+    small:close()
+    big:close()
+  end)
+
   it("a multi batch and a session on the same settings share the pool, answers intact", function()
     local pools0 = core.pool_count()
     local m = assert(core.multi { ca_file = sb.cfg.ca_file, max_parallel = 4, timeout_ms = 10000 })

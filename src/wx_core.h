@@ -5,8 +5,10 @@
  * libcurl session lives here with ordinary C signatures, so the same core can
  * sit behind the Lua C binding (wxpay_core.c), a LuaJIT FFI binding, or a
  * libFuzzer target.  Failures return NULL / -1 and set *err to a static,
- * human-readable string that never contains key material.  Every failure path
- * that went through OpenSSL clears OpenSSL's error queue.
+ * human-readable string that never contains key material (the file
+ * functions write the path and the system's reason into a caller's buffer
+ * instead).  Every failure path that went through OpenSSL clears OpenSSL's
+ * error queue.
  */
 #ifndef WX_CORE_H
 #define WX_CORE_H
@@ -101,6 +103,17 @@ long wx_key_sign_b64(wx_key *k, const void *msg, size_t len, char *out,
 int wx_key_verify_b64(wx_key *k, const void *msg, size_t len,
                       const char *sig_b64, size_t sig_len);
 
+/* The same over a message given in pieces (hashed in order, never copied
+ * together): "METHOD\nTARGET\nTS\nNONCE\nBODY\n" straight from its parts. */
+typedef struct wx_part {
+    const void *data;
+    size_t len;
+} wx_part;
+long wx_key_sign_parts_b64(wx_key *k, const wx_part *parts, size_t nparts, char *out,
+                           const char **err);
+int wx_key_verify_parts_b64(wx_key *k, const wx_part *parts, size_t nparts,
+                            const char *sig_b64, size_t sig_len);
+
 /* ---- AES-256-GCM (platform certificate download) ----------------------- */
 
 /* Decrypts ct (ciphertext with the 16-byte tag appended) into out, which must
@@ -181,7 +194,8 @@ typedef struct wx_session_opts {
                                      else a proxy URL ("http://host:port") */
     long connect_timeout_ms;
     long timeout_ms;
-    size_t max_body;              /* answers larger than this are refused */
+    size_t max_body;              /* answers larger than this are refused
+                                     (0: 1 MiB) */
     long max_idle_s;              /* do not reuse connections idle longer */
 } wx_session_opts;
 
@@ -226,8 +240,12 @@ void wx_session_free(wx_session *s);
 
 /* One exchange.  headers is an array of nheaders "Name: value" strings
  * (copied into the session's buffers, reused as is when unchanged).
- * Per-call timeouts and max_body <= 0 mean the session's defaults.  resp is
- * filled in (call wx_response_free afterwards) and err is returned. */
+ * Per-call timeouts <= 0 and max_body 0 mean the session's defaults.  resp
+ * is filled in (call wx_response_free afterwards) and err is returned.
+ * A request other than GET is sent at most once: when its reused
+ * connection closes before any answer, libcurl's silent "retry on a fresh
+ * connection" is refused and the result is WX_HTTP_NETWORK with sent = 1
+ * (the server may have acted on it).  Multi transfers behave the same. */
 int wx_session_perform(wx_session *s, const char *method, const char *url,
                        const char *const *headers, size_t nheaders,
                        const char *body, size_t body_len,

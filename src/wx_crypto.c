@@ -429,34 +429,44 @@ void wx_key_free(wx_key *k)
 EVP_PKEY *wx_key_pkey(const wx_key *k) { return k->pkey; }
 int wx_key_bits(const wx_key *k) { return EVP_PKEY_get_bits(k->pkey); }
 
-static int digest(wx_key *k, const void *msg, size_t len, unsigned char md[32])
+static int digest(wx_key *k, const wx_part *parts, size_t nparts, unsigned char md[32])
 {
     unsigned int n = 0;
-    return EVP_DigestInit_ex2(k->md, sha256(), NULL) == 1 &&
-           EVP_DigestUpdate(k->md, msg, len) == 1 &&
-           EVP_DigestFinal_ex(k->md, md, &n) == 1 && n == 32;
+    size_t i;
+    if (EVP_DigestInit_ex2(k->md, sha256(), NULL) != 1) return 0;
+    for (i = 0; i < nparts; i++)
+        if (parts[i].len && EVP_DigestUpdate(k->md, parts[i].data, parts[i].len) != 1) return 0;
+    return EVP_DigestFinal_ex(k->md, md, &n) == 1 && n == 32;
 }
 
-long wx_key_sign_b64(wx_key *k, const void *msg, size_t len, char *out,
-                     const char **err)
+long wx_key_sign_parts_b64(wx_key *k, const wx_part *parts, size_t nparts, char *out,
+                           const char **err)
 {
     unsigned char md[32], sig[1024];
     size_t siglen = sizeof sig;
     if (!k->signing) { *err = "this is not a private key"; return -1; }
     if ((size_t)EVP_PKEY_get_size(k->pkey) > sizeof sig) { *err = "the key is too large"; return -1; }
-    if ((!k->ready && key_ctx_init(k)) || !digest(k, msg, len, md) ||
+    if ((!k->ready && key_ctx_init(k)) || !digest(k, parts, nparts, md) ||
         EVP_PKEY_sign(k->pctx, sig, &siglen, md, sizeof md) != 1) {
         k->ready = 0;             /* start from a fresh init next time */
         ERR_clear_error();
-        OPENSSL_cleanse(md, sizeof md);
         *err = "signing failed";
         return -1;
     }
     return (long)wx_b64_encode(sig, siglen, out);
 }
 
-int wx_key_verify_b64(wx_key *k, const void *msg, size_t len,
-                      const char *sig_b64, size_t sig_len)
+long wx_key_sign_b64(wx_key *k, const void *msg, size_t len, char *out,
+                     const char **err)
+{
+    wx_part p;
+    p.data = msg;
+    p.len = len;
+    return wx_key_sign_parts_b64(k, &p, 1, out, err);
+}
+
+int wx_key_verify_parts_b64(wx_key *k, const wx_part *parts, size_t nparts,
+                            const char *sig_b64, size_t sig_len)
 {
     unsigned char md[32], sig[1024];
     long n;
@@ -465,7 +475,7 @@ int wx_key_verify_b64(wx_key *k, const void *msg, size_t len,
     if (sig_len == 0 || sig_len > 4 * (sizeof sig / 3)) return 0;
     n = wx_b64_decode(sig_b64, sig_len, sig);
     if (n <= 0 || n != EVP_PKEY_get_size(k->pkey)) return 0;
-    if ((!k->ready && key_ctx_init(k)) || !digest(k, msg, len, md)) {
+    if ((!k->ready && key_ctx_init(k)) || !digest(k, parts, nparts, md)) {
         k->ready = 0;
         ERR_clear_error();
         return 0;
@@ -473,6 +483,15 @@ int wx_key_verify_b64(wx_key *k, const void *msg, size_t len,
     ok = EVP_PKEY_verify(k->pctx, sig, (size_t)n, md, sizeof md) == 1;
     if (!ok) ERR_clear_error();   /* a mismatch: the context stays usable */
     return ok;
+}
+
+int wx_key_verify_b64(wx_key *k, const void *msg, size_t len,
+                      const char *sig_b64, size_t sig_len)
+{
+    wx_part p;
+    p.data = msg;
+    p.len = len;
+    return wx_key_verify_parts_b64(k, &p, 1, sig_b64, sig_len);
 }
 
 /* ---- AES-256-GCM --------------------------------------------------------- */

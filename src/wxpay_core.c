@@ -170,6 +170,8 @@ static int l_priv_sign(lua_State *L)
     return 1;
 }
 
+static const wx_part NL = { "\n", 1 };
+
 /* Characters allowed inside the quoted Authorization parameters we build. */
 static int safe_token(const char *s, size_t n)
 {
@@ -220,20 +222,17 @@ static int l_priv_authorization(lua_State *L)
     }
     snprintf(tsbuf, sizeof tsbuf, "%lld", ts);
 
-    /* string to sign, built on the Lua stack's buffer */
-    luaL_buffinit(L, &b);
-    luaL_addlstring(&b, method, mel); luaL_addchar(&b, '\n');
-    luaL_addlstring(&b, target, tl); luaL_addchar(&b, '\n');
-    luaL_addstring(&b, tsbuf); luaL_addchar(&b, '\n');
-    luaL_addlstring(&b, nonce, nl); luaL_addchar(&b, '\n');
-    luaL_addlstring(&b, body, bl); luaL_addchar(&b, '\n');
-    luaL_pushresult(&b);
+    /* the string to sign, hashed from its parts (never copied together) */
     {
-        size_t len;
-        const char *msg = lua_tolstring(L, -1, &len);
-        n = wx_key_sign_b64(k->k, msg, len, sig, &err);
+        wx_part p[10];
+        p[0].data = method; p[0].len = mel;
+        p[2].data = target; p[2].len = tl;
+        p[4].data = tsbuf;  p[4].len = strlen(tsbuf);
+        p[6].data = nonce;  p[6].len = nl;
+        p[8].data = body;   p[8].len = bl;
+        p[1] = p[3] = p[5] = p[7] = p[9] = NL;
+        n = wx_key_sign_parts_b64(k->k, p, 10, sig, &err);
     }
-    lua_pop(L, 1);
     if (n < 0) return push_fail(L, err);
 
     luaL_buffinit(L, &b);
@@ -306,20 +305,17 @@ static int l_pub_verify(lua_State *L)
 static int l_pub_verify_response(lua_State *L)
 {
     lkey *k = check_key(L, 1, MT_PUBKEY);
-    size_t tl, nl, bl, sl, len;
+    size_t tl, nl, bl, sl;
     const char *ts = luaL_checklstring(L, 2, &tl);
     const char *nonce = luaL_checklstring(L, 3, &nl);
     const char *body = luaL_checklstring(L, 4, &bl);
     const char *sig = luaL_checklstring(L, 5, &sl);
-    const char *msg;
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addlstring(&b, ts, tl); luaL_addchar(&b, '\n');
-    luaL_addlstring(&b, nonce, nl); luaL_addchar(&b, '\n');
-    luaL_addlstring(&b, body, bl); luaL_addchar(&b, '\n');
-    luaL_pushresult(&b);
-    msg = lua_tolstring(L, -1, &len);
-    lua_pushboolean(L, wx_key_verify_b64(k->k, msg, len, sig, sl));
+    wx_part p[6];
+    p[0].data = ts;    p[0].len = tl;
+    p[2].data = nonce; p[2].len = nl;
+    p[4].data = body;  p[4].len = bl;
+    p[1] = p[3] = p[5] = NL;
+    lua_pushboolean(L, wx_key_verify_parts_b64(k->k, p, 6, sig, sl));
     return 1;
 }
 

@@ -90,6 +90,10 @@ end
 -- timeout_ms, connect_timeout_ms, max_body, max_idle_s.
 function M.curl(opts)
   local key = pool_key(opts)
+  -- this client's own limits, passed with every request (the shared session's
+  -- defaults are whatever the first client had)
+  local timeout_ms, connect_timeout_ms = opts.timeout_ms or 10000, opts.connect_timeout_ms or 3000
+  local max_body = opts.max_body or 1024 * 1024
   local entry            -- this client's reference, taken on first use
   local t = {}
 
@@ -133,7 +137,7 @@ function M.curl(opts)
       if not e then return nil, { code = errors.NETWORK_ERROR, message = err, sent = false } end
     end
     local status, a, b, sent = e.session:request(req.method, req.url, req.headers, req.body,
-      req.timeout_ms or opts.timeout_ms, req.connect_timeout_ms or opts.connect_timeout_ms, opts.max_body)
+      req.timeout_ms or timeout_ms, req.connect_timeout_ms or connect_timeout_ms, max_body)
     if not status then
       return nil, { code = a, message = b, sent = sent }
     end
