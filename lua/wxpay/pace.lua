@@ -1,15 +1,8 @@
---- Pacing of revoke requests to WeChat Pay's per-merchant limit (150 revoke
--- requests a second): a "next free slot" schedule, one slot every 1/rate
--- seconds, per merchant id that signs (auth_mchid).
--- * In one process every client of a merchant shares one schedule (the
---   module-level `lanes` table).
--- * The schedule also keeps when each request was answered: a request never
---   leaves sooner than 1 s after the answer to the one `rate` places before
---   it, so however late a request reached WeChat (a slow handshake, a busy
---   host), no second holds more than `rate` of them.
--- * With `shared_dict` under nginx, every worker shares it: each slot is
---   claimed in ngx.shared[name] with safe_add (atomic, never evicts), so no
---   slot is ever handed out twice, whichever worker asks.
+--- Pacing of revoke requests to WeChat Pay's per-merchant limit (150 a
+-- second): one slot every 1/rate s per merchant id that signs (auth_mchid),
+-- shared by every client of it in the process, and by every nginx worker
+-- with `shared_dict`; a request also leaves no sooner than 1 s after the
+-- answer `rate` places before it (see docs/batches.md).
 -- Must not: sleep (the caller waits with its own _sleep: a yield inside
 -- revoke_many, ngx.sleep, nanosleep), store anything but slot markers in the
 -- dict (never a key), or pace requests other than those it is asked to.
