@@ -54,6 +54,7 @@ build = {
       ["wxpay.orders"] = "lua/wxpay/orders.lua",
       ["wxpay.cancel"] = "lua/wxpay/cancel.lua",
       ["wxpay.batch"] = "lua/wxpay/batch.lua",
+      ["wxpay.pace"] = "lua/wxpay/pace.lua",
       ["wxpay.notification"] = "lua/wxpay/notification.lua",
       ["wxpay.ngx_notify"] = "lua/wxpay/ngx_notify.lua",
       ["wxpay.transport"] = "lua/wxpay/transport.lua",

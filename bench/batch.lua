@@ -14,6 +14,7 @@ local prefix, count, conc = arg[2], tonumber(arg[3]), tonumber(arg[4])
 local client = assert(wxpay.new {
   mchid = cfg.mchid, serial_no = cfg.serial_no, private_key = cfg.private_key,
   platform_certs = { cfg.platform_cert }, base_url = cfg.base_url, ca_file = cfg.ca_file,
+  rate = false, -- per-call cost, not WeChat's 150/s pacing (bench/ratelimit.lua measures that)
 })
 local out = { n = count, concurrency = conc,
   interpreter = rawget(_G, "jit") and rawget(_G, "jit").version or _VERSION }

@@ -24,6 +24,7 @@ end
 local opts = {
   mchid = cfg.mchid, serial_no = cfg.serial_no, private_key = cfg.private_key,
   platform_certs = { cfg.platform_cert }, base_url = cfg.base_url, ca_file = cfg.ca_file,
+  rate = false, -- per-client cost, not WeChat's 150/s pacing (bench/ratelimit.lua measures that)
 }
 local out = { interpreter = rawget(_G, "jit") and rawget(_G, "jit").version or _VERSION, n = n }
 if os.getenv("BENCH_CLIENTS_SPLIT") then

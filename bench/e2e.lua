@@ -15,6 +15,7 @@ local order = assert(arg[3], "usage: e2e.lua SANDBOX_JSON N OUT_TRADE_NO")
 local client = assert(wxpay.new {
   mchid = cfg.mchid, serial_no = cfg.serial_no, private_key = cfg.private_key,
   platform_certs = { cfg.platform_cert }, base_url = cfg.base_url, ca_file = cfg.ca_file,
+  rate = false, -- per-call cost, not WeChat's 150/s pacing (bench/ratelimit.lua measures that)
 })
 local out = { interpreter = rawget(_G, "jit") and rawget(_G, "jit").version or _VERSION, n = n }
 

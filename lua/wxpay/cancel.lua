@@ -25,24 +25,59 @@ local SEVEN_DAYS = 7 * 86400
 local MIN_AGE = 15
 local MIN_ATTEMPT_MS = 50
 
+--- Every check cancel makes of its arguments, before anything is sent (also
+-- revoke_many's with cancel = true, for every item before the first request).
+-- Wrong Lua types raise; bad values give nil, INVALID_ARGUMENT (attempts = 0).
+-- Returns {kind=, id=, sub=, paid_at=, deadline_ms=, fields=}.
+function Cancel:_cancel_args(args, level)
+  level = (level or 2) + 1
+  local kind, id, sub = self:_order_args(args, "cancel", CANCEL_FIELDS)
+  local paid_at, deadline_ms = args.paid_at, args.deadline_ms
+  if paid_at ~= nil and type(paid_at) ~= "number" then
+    util.raise("paid_at must be Unix seconds (a number), got " .. type(paid_at), level)
+  end
+  if deadline_ms ~= nil and type(deadline_ms) ~= "number" then
+    util.raise("deadline_ms must be a number, got " .. type(deadline_ms), level)
+  end
+  local err
+  if not kind then
+    err = id
+  elseif paid_at and paid_at ~= paid_at then
+    err = select(2, util.invalid("paid_at is not a number"))
+  elseif deadline_ms and (deadline_ms <= 0 or deadline_ms ~= deadline_ms) then
+    err = select(2, util.invalid("deadline_ms must be positive"))
+  elseif paid_at and now() - paid_at < -CLOCK_SKEW then
+    err = errors.new(errors.INVALID_ARGUMENT, "paid_at is in the future (it is the Unix time "
+      .. "in seconds of the payment call); nothing was sent")
+  end
+  if err then
+    err.attempts = 0
+    return nil, err
+  end
+  return { kind = kind, id = id, sub = sub, paid_at = paid_at, deadline_ms = deadline_ms or 60000,
+    fields = { out_trade_no = args.out_trade_no, transaction_id = args.transaction_id } }
+end
+
 --- client:cancel{…, paid_at=?, deadline_ms=?} -> "REVOKED" | "CLOSED", info | nil, err
 -- info = {confirmed=, attempts=, order=?, meta=, revoke_meta=?, query_error=?, trade_state=?}:
 -- `meta` is the metadata of the answer that decided the result (the
 -- confirming query, or the revoke's 204 when unconfirmed); `revoke_meta` that
 -- of the accepted revoke when this call's revoke was accepted.
 function Cancel:cancel(args)
-  local kind, id, sub = self:_order_args(args, "cancel", CANCEL_FIELDS)
-  if not kind then return nil, id end
-  local paid_at, deadline_ms = args.paid_at, args.deadline_ms
-  if paid_at ~= nil and type(paid_at) ~= "number" then util.raise("paid_at must be Unix seconds (a number)") end
-  if deadline_ms ~= nil and type(deadline_ms) ~= "number" then util.raise("deadline_ms must be a number") end
-  if paid_at and paid_at ~= paid_at then return util.invalid("paid_at is not a number") end
-  deadline_ms = deadline_ms or 60000
-  if deadline_ms <= 0 or deadline_ms ~= deadline_ms then return util.invalid("deadline_ms must be positive") end
+  local a, err = self:_cancel_args(args)
+  if not a then return nil, err end
+  return self:_cancel(a)
+end
+
+--- The cancel flow for checked arguments (see _cancel_args); `limit_ms`, if
+-- given, shortens deadline_ms (revoke_many's deadline for the batch).
+function Cancel:_cancel(a, limit_ms)
+  local kind, id, sub, paid_at, fields = a.kind, a.id, a.sub, a.paid_at, a.fields
+  local deadline_ms = a.deadline_ms
+  if limit_ms and limit_ms < deadline_ms then deadline_ms = limit_ms end
 
   local start = monotonic_ms()
   local deadline = start + deadline_ms
-  local fields = { out_trade_no = args.out_trade_no, transaction_id = args.transaction_id }
   local attempts = 0
 
   local function fail(err)
@@ -51,11 +86,7 @@ function Cancel:cancel(args)
   end
 
   if paid_at then
-    local age = now() - paid_at
-    if age < -CLOCK_SKEW then
-      return fail(errors.new(errors.INVALID_ARGUMENT, "paid_at is in the future (it is the Unix time "
-        .. "in seconds of the payment call); nothing was sent"))
-    end
+    local age = now() - paid_at  -- not in the future: _cancel_args checked
     if age > SEVEN_DAYS then
       return fail(errors.new(errors.REVERSE_EXPIRE,
         "the payment is more than 7 days old: revoke is no longer possible, use the refund API"))

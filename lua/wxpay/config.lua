@@ -6,6 +6,7 @@ local util = require "wxpay.util"
 local transport = require "wxpay.transport"
 local KeyStore = require "wxpay.keystore"
 local escape = require("wxpay.errors").escape
+local Pace = require "wxpay.pace"
 
 local M = {}
 
@@ -48,6 +49,7 @@ local function check_proxy(p)
   if not host or host == "" then return nil, "proxy URL has no host" end
   return p
 end
+OPTIONS.rate = "number|boolean"   -- revoke requests per second (docs/batches.md)
 
 local function check_url(u, what)
   if type(u) ~= "string" then return nil, what .. " must be a string" end
@@ -149,6 +151,13 @@ local function validate(opts)
   end
   o.user_agent = opts.user_agent and (USER_AGENT .. " " .. opts.user_agent) or USER_AGENT
   o.logger = opts.logger
+  local rate, rerr = Pace.check_rate(opts.rate)
+  if rate == nil then return util.config_error(rerr) end
+  o.rate = rate
+  if opts.shared_dict ~= nil and not opts.shared_dict:match("^[%w_%-]+$") then
+    return util.config_error("shared_dict must be the name of a lua_shared_dict")
+  end
+  o.shared_dict = opts.shared_dict
   if opts.apiv3_key ~= nil and #opts.apiv3_key ~= 32 then
     return util.config_error(("apiv3_key must be exactly 32 bytes, got %d"):format(#opts.apiv3_key))
   end

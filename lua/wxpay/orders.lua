@@ -8,8 +8,10 @@
 local errors = require "wxpay.errors"
 local util = require "wxpay.util"
 local secrets = require "wxpay.secrets"
+local Pace = require "wxpay.pace"
 
 local Orders = {}
+local MIN_SEND_MS = 50  -- a request with less time than this left is not sent
 
 local ORDER_FIELDS = { transaction_id = true, out_trade_no = true, sub_mchid = true }
 
@@ -64,9 +66,29 @@ local function meta_of(r)
 end
 Orders._meta_of = meta_of
 
+-- Every revoke request waits for its slot of the merchant's pace (wxpay.pace);
+-- with opt.timeout_ms the wait counts against it.
 function Orders:_revoke(kind, id, sub, opt)
   local target, body = self:_revoke_request(kind, id, sub)
+  local wait, ticket = Pace.wait_ms(self)
+  local left = opt and opt.timeout_ms
+  local waited = 0
+  while true do
+    if wait <= 0 then
+      wait = Pace.hold_ms(ticket) -- the slot has come: 1 s after the answer `rate` places back?
+      if wait <= 0 then break end
+    end
+    if left and waited + wait + MIN_SEND_MS > left then
+      Pace.done(ticket)
+      return nil, errors.new(errors.TIMEOUT, ("the next revoke slot at the rate limit (%g/s) is %d ms away, "
+        .. "past the time left; nothing was sent"):format(self.rate, math.ceil(waited + wait)), { sent = false })
+    end
+    self:_sleep(wait)
+    waited, wait = waited + wait, 0
+  end
+  if left and waited > 0 then opt = { timeout_ms = left - waited } end
   local r, err = self:_call("POST", target, body, opt, 204)
+  Pace.done(ticket)
   if not r then return nil, err end
   return true, meta_of(r)
 end
