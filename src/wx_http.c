@@ -17,9 +17,19 @@
 
 /* ---- header parsing ----------------------------------------------------- */
 
+/* RFC 7230 token characters, as a bitmap (one lookup per header name byte,
+ * not isalnum + strchr): bit c of tchar_map[c >> 5]. */
+static const unsigned int tchar_map[8] = {
+    0x00000000u,
+    0x03ff6cfau,   /* ! # $ % & ' * + - . 0-9 */
+    0xc7fffffeu,   /* A-Z ^ _ */
+    0x57ffffffu,   /* ` a-z | ~ */
+    0, 0, 0, 0
+};
+
 static int is_tchar(unsigned char c)
 {
-    return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+    return (tchar_map[c >> 5] >> (c & 31)) & 1u;
 }
 
 int wx_parse_header_line(const char *line, size_t len,
@@ -90,7 +100,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         char lower[128];
         size_t i;
         if (nl >= sizeof lower) break; /* no header we read is that long */
-        for (i = 0; i < nl; i++) lower[i] = (char)tolower((unsigned char)name[i]);
+        for (i = 0; i < nl; i++) {
+            unsigned char c = (unsigned char)name[i];
+            lower[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
         lower[nl] = '\0';
         if (wx_buf_append(&x->r->headers, lower, nl + 1) ||
             wx_buf_append(&x->r->headers, value, vl) ||
