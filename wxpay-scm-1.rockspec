@@ -62,6 +62,8 @@ build = {
       ["wxpay.cli"] = "lua/wxpay/cli.lua",
       ["wxpay.cli.args"] = "lua/wxpay/cli/args.lua",
       ["wxpay.cli.output"] = "lua/wxpay/cli/output.lua",
+      ["wxpay.cli.notify"] = "lua/wxpay/cli/notify.lua",
+      ["wxpay.cli.help"] = "lua/wxpay/cli/help.lua",
     },
     bin = { wxpay = "bin/wxpay" },
   },

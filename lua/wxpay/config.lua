@@ -172,24 +172,30 @@ local function validate(opts)
       .. "(+ public_key_id) or apiv3_key; verification cannot be switched off")
   end
   -- where downloaded certificates are shared (docs/scaling.md)
+  -- shared_dict: every worker shares the pace (wxpay.pace), the notification
+  -- seen-ids and, with apiv3_key, the certificate download; cache_dir only the
+  -- download, so it needs apiv3_key.
+  if opts.cache_dir and not opts.apiv3_key then
+    return util.config_error("cache_dir keeps downloaded certificates: it needs apiv3_key")
+  end
   if opts.shared_dict or opts.cache_dir then
-    if not opts.apiv3_key then
-      return util.config_error("shared_dict and cache_dir keep downloaded certificates: they need apiv3_key")
-    end
     local certcache = require "wxpay.certcache"
     local name = certcache.name(o.auth_mchid, o.base_urls[1])
     o.cert_stores = {}
     if opts.shared_dict then
       local dict, derr = certcache.check_dict(opts.shared_dict)
       if not dict then return util.config_error(derr) end
-      o.cert_stores.dict = certcache.dict(dict, opts.shared_dict, name)
-      o.cert_stores[1] = o.cert_stores.dict
+      if opts.apiv3_key then
+        o.cert_stores.dict = certcache.dict(dict, opts.shared_dict, name)
+        o.cert_stores[1] = o.cert_stores.dict
+      end
     end
     if opts.cache_dir then
       local ok, derr = certcache.check_dir(opts.cache_dir)
       if not ok then return util.config_error(derr) end
       o.cert_stores[#o.cert_stores + 1] = certcache.dir(opts.cache_dir, name)
     end
+    if #o.cert_stores == 0 then o.cert_stores = nil end
   end
   return o
 end
