@@ -138,7 +138,10 @@ describe("pacing", function()
     assert.same({ "REVOKED", "REVOKED", "REVOKED", "REVOKED" }, res)
     local t = revoke_times(since)
     assert.equal(4, #t)
-    assert.is_true(t[4] - t[1] >= 0.28, ("%.3f s"):format(t[4] - t[1]))
+    -- sent 102 ms apart (0.306 s from first to last); the first arrival can lag by
+    -- a TLS handshake the others do not pay, so only ~0.2 s is certain on arrival.
+    -- Unpaced, four workers' revokes arrive within a few ms of each other.
+    assert.is_true(t[4] - t[1] >= 0.15, ("%.3f s: %s"):format(t[4] - t[1], table.concat(t, " ")))
     assert.equal(4, sb:stats().queries)
     c:close()
   end)
