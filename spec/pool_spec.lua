@@ -240,6 +240,28 @@ describe("connection pool", function()
     end)
   end)
 
+  it("a multi closed with transfers in flight leaves the session on the same pool working", function()
+    local pools0 = core.pool_count()
+    local s = assert(core.session { ca_file = sb.cfg.ca_file })
+    local m = assert(core.multi { ca_file = sb.cfg.ca_file, max_parallel = 3 })
+    local o = new_order()
+    local target = query_target(o.out_trade_no)
+    assert.equal(200, (s:request("GET", sb.cfg.base_url .. target, signed("GET", target, ""))))
+    for i = 1, 3 do
+      sb:fault { fault = "delay", ms = 1000, match = o.out_trade_no }
+      assert(m:add(i, "GET", sb.cfg.base_url .. target, signed("GET", target, "")))
+    end
+    assert.equal(0, #assert(m:run(50)))
+    m:close()
+    m:close()
+    assert.has_error(function() m:run(1) end)
+    local st, h, body = s:request("GET", sb.cfg.base_url .. target, signed("GET", target, ""))
+    assert.equal(200, st)
+    assert.is_true(verified(h, body))
+    s:close()
+    assert.equal(pools0, core.pool_count())
+  end)
+
   describe("fork", function()
     it("the child makes its own pool; the parent's connection survives", function()
       if not sh_ok("command -v luajit") then
