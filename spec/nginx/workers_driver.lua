@@ -70,7 +70,7 @@ local function seed(no) return sandbox:order { out_trade_no = no, trade_state = 
 local function run()
   math.randomseed(os.time())
 
-  test("shared_dict naming no lua_shared_dict: CONFIG_ERROR at wxpay.new; without apiv3_key: no certificate store", function()
+  test("shared_dict naming no lua_shared_dict: CONFIG_ERROR; without apiv3_key: no certificate store", function()
     local r = get("/boot")
     check(type(r) == "table" and r.ok, "%s", show(r))
     local b = r.boot
