@@ -50,7 +50,7 @@ DEPS := lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev libssl-dev \
         libcurl4-openssl-dev lua-cjson lua-busted lua-check openssl \
         python3 python3-cryptography nginx libnginx-mod-http-lua \
         pkg-config gcc make valgrind clang libclang-rt-14-dev procps curl \
-        lua5.1 liblua5.1-0-dev luarocks
+        lua5.1 liblua5.1-0-dev luarocks strace
 
 .PHONY: all deps build test lint demo sandbox install clean check-c bench rock-check rock-install
 

@@ -234,33 +234,10 @@ describe("the proxy option (13 §4)", function()
   describe("environment proxies", function()
     local listener, port, log
     setup(function()
-      log = tmp .. "/proxy.log"
-      local script = tmp .. "/listener.py"
-      H.write(script, [[
-import socket, sys
-s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(16)
-open(sys.argv[1] + ".port", "w").write(str(s.getsockname()[1]))
-while True:
-    c, _ = s.accept()
-    c.settimeout(2)
-    try:
-        first = c.recv(4096).split(b"\r\n", 1)[0]
-    except OSError:
-        first = b"?"
-    with open(sys.argv[1], "ab") as f:
-        f.write(first + b"\n")
-    c.close()
-]])
-      local out = H.sh(("python3 %s %s >/dev/null 2>&1 & echo $!"):format(q(script), q(log)))
-      listener = assert(tonumber(out:match("%d+")))
-      for _ = 1, 50 do
-        port = H.read(log .. ".port")
-        if port and port ~= "" then break end
-        H.sh("sleep 0.1")
-      end
-      assert(port and port ~= "", "the recording listener did not start")
+      listener = H.recording_listener(tmp)
+      port, log = listener.port, listener.log
     end)
-    teardown(function() if listener then H.sh("kill " .. listener) end end)
+    teardown(function() if listener then listener.stop() end end)
 
     local function query_in_child(proxy_opt, env)
       local o = new_order("P")

@@ -129,4 +129,46 @@ function H.key_fragments(pem_path)
   return frags
 end
 
+--- A TCP listener on 127.0.0.1 that records the first line each connection
+-- sends (a proxy's "CONNECT host:port HTTP/1.1") and hangs up: proves where
+-- a client's traffic went.  Stops by itself after 120 s without a connection.
+-- Returns { port =, log =, stop = function }.
+function H.recording_listener(dir)
+  local py, portfile, log = dir .. "/listener.py", dir .. "/listener.port", dir .. "/listener.log"
+  H.write(py, [[
+import os, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+open(sys.argv[1] + ".tmp", "w").write(str(s.getsockname()[1]))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+s.settimeout(120)
+while True:
+    try:
+        c, _ = s.accept()
+    except socket.timeout:
+        break
+    c.settimeout(2)
+    try:
+        data = c.recv(1024)
+    except Exception:
+        data = b""
+    with open(sys.argv[2], "a") as f:
+        f.write(data.split(b"\r\n")[0].decode("latin1") + "\n")
+    c.close()
+]])
+  H.write(log, "")
+  local out = sh(("/usr/bin/python3 %q %q %q >/dev/null 2>&1 & echo $!"):format(py, portfile, log))
+  local pid = assert(tonumber(out:match("%d+")), "the recording listener did not start")
+  local port
+  for _ = 1, 100 do
+    port = tonumber(read(portfile) or "")
+    if port then break end
+    sh("sleep 0.05")
+  end
+  assert(port, "the recording listener did not start")
+  return { port = port, log = log, stop = function() sh("kill " .. pid .. " 2>/dev/null") end }
+end
+
 return H

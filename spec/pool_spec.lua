@@ -264,10 +264,7 @@ describe("connection pool", function()
 
   describe("fork", function()
     it("the child makes its own pool; the parent's connection survives", function()
-      if not sh_ok("command -v luajit") then
-        pending("needs luajit (its FFI calls fork)")
-        return
-      end
+      assert(sh_ok("command -v luajit"), "needs luajit (its FFI calls fork; make deps installs it)")
       local script = tmp .. "/fork.lua"
       H.write(script, [[
 local ffi = require "ffi"
@@ -313,43 +310,10 @@ m:close()
   describe("proxy option", function()
     local listener, port, log
     setup(function()
-      log = tmp .. "/proxy.log"
-      local py = tmp .. "/listener.py"
-      H.write(py, [[
-import os, socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", 0))
-s.listen(16)
-open(sys.argv[1] + ".tmp", "w").write(str(s.getsockname()[1]))
-os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-s.settimeout(120)
-while True:
-    try:
-        c, _ = s.accept()
-    except socket.timeout:
-        break
-    c.settimeout(2)
-    try:
-        data = c.recv(1024)
-    except Exception:
-        data = b""
-    with open(sys.argv[2], "a") as f:
-        f.write(data.split(b"\r\n")[0].decode("latin1") + "\n")
-    c.close()
-]])
-      local out = H.sh(("/usr/bin/python3 %q %q %q >/dev/null 2>&1 & echo $!"):format(py, tmp .. "/port", log))
-      listener = tonumber(out:match("%d+"))
-      for _ = 1, 100 do
-        port = tonumber(H.read(tmp .. "/port") or "")
-        if port then break end
-        core.sleep_ms(50)
-      end
-      assert(port, "the listener did not start")
+      listener = H.recording_listener(tmp)
+      port, log = listener.port, listener.log
     end)
-    teardown(function()
-      if listener then os.execute("kill " .. listener .. " 2>/dev/null") end
-    end)
+    teardown(function() if listener then listener.stop() end end)
 
     -- A child with the proxy variables set; returns its result and the listener's new log lines.
     local function child(proxy_opt)
@@ -415,10 +379,7 @@ io.write(tostring(st or code))
     end)
 
     it("no CA directory is consulted when ca_file is given (CURLOPT_CAPATH unset)", function()
-      if not sh_ok("command -v strace") then
-        pending("needs strace")
-        return
-      end
+      assert(sh_ok("command -v strace"), "needs strace (make deps installs it)")
       local script = tmp .. "/ca_child.lua"
       H.write(script, ([[
 local core = require "wxpay.core"

@@ -9,20 +9,9 @@ local url, sbjson = assert(os.getenv("WXPAY_NGINX_URL")), assert(os.getenv("WXPA
 local n, rate = tonumber(os.getenv("WXPAY_PACE_N") or "40"), tonumber(os.getenv("WXPAY_PACE_RATE") or "20")
 local dir = assert(os.getenv("WXPAY_PACE_DIR"))
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local d = f:read("*a")
-  f:close()
-  return d
-end
-
-local function sh(cmd)
-  local p = io.popen(cmd)
-  local out = p:read("*a")
-  local ok = p:close()
-  return out, ok
-end
+package.path = "./lua/?.lua;./lua/?/init.lua;./spec/?.lua;" .. package.path
+local H = require "helpers"
+local read, sh = H.read, H.sh
 
 local sb = cjson.decode(assert(read(sbjson)))
 local passed, failed = 0, 0

@@ -19,17 +19,8 @@ local wxpay = require "wxpay"
 local M = { boot = {} }
 local DICT = "wxpay_certs"
 
-local LEVELS = { debug = ngx.DEBUG, info = ngx.INFO, warn = ngx.WARN, error = ngx.ERR }
-local function logger(level, message, fields)
-  ngx.log(LEVELS[level] or ngx.NOTICE, "wxpay ", level, ": ", message, " ", cjson.encode(fields) or "")
-end
-
-local function read_json(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("*a")
-  f:close()
-  return assert(cjson.decode(text))
-end
+local common = require "ngx_common"
+local logger, read_json = common.logger, common.read_json
 
 local function options(over)
   local sb = M.sandbox

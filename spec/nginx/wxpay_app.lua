@@ -20,19 +20,8 @@ local transport = require "wxpay.transport"
 
 local M = { clients = {}, boot = {} }
 
-local LEVELS = { debug = ngx.DEBUG, info = ngx.INFO, warn = ngx.WARN, error = ngx.ERR }
-
-local function logger(level, message, fields)
-  ngx.log(LEVELS[level] or ngx.NOTICE, "wxpay ", level, ": ", message, " ",
-    cjson.encode(fields) or "")
-end
-
-local function read_json(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("*a")
-  f:close()
-  return assert(cjson.decode(text))
-end
+local common = require "ngx_common"
+local logger, read_json = common.logger, common.read_json
 
 local function which(client)
   return { curl = client._curl ~= nil, cosocket = client._cosocket ~= nil }
