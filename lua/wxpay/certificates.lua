@@ -82,7 +82,7 @@ function Certificates:_download()
   -- counts once (a saved record, re-checked in _adopt, is old by design and is not)
   local fresh_nonce
   fresh_nonce, why = Verify._admit_nonce(r.headers["wechatpay-serial"], r.headers["wechatpay-nonce"],
-    r.headers["wechatpay-timestamp"], t)
+    r.headers["wechatpay-timestamp"], t, self)
   if not fresh_nonce then
     for _, e in ipairs(list) do e.key:close() end
     return nil, errors.new(errors.BAD_SIGNATURE, "certificate download: " .. why,

@@ -101,10 +101,39 @@ end
 local nonces = Verify._new_nonce_memory()
 Verify._nonces = nonces
 
+-- With `shared_dict` (nginx) the nonces are also claimed in the dict, so a
+-- replay delivered to another worker is refused too: safe_add is atomic and
+-- never evicts; an entry lives as long as its timestamp can pass the clock
+-- check.  A full dict falls back to this worker's memory (still refusing what
+-- this worker saw), with one warning per client.
+local function dict_of(client)
+  local name = client and client.shared_dict
+  local ngx = name and rawget(_G, "ngx")
+  local shared = type(ngx) == "table" and ngx.shared
+  return shared and shared[name] or nil
+end
+
 --- Checks a message that already verified for a replayed nonce and remembers
--- it.  Used by _verify and by the certificate download's own verification.
-function Verify._admit_nonce(serial, nonce, ts, t)
-  return nonces:admit(serial, nonce, tonumber(ts), t or now())
+-- it.  Used by _verify and by the certificate download's own verification;
+-- `client` (optional) brings its shared_dict.
+function Verify._admit_nonce(serial, nonce, ts, t, client)
+  t = t or now()
+  local ok, why = nonces:admit(serial, nonce, tonumber(ts), t)
+  if not ok then return ok, why end
+  local dict = dict_of(client)
+  if dict then
+    local ttl = math.max(1, tonumber(ts) + CLOCK_SKEW - t + 1)
+    local added, err = dict:safe_add("wxpay:nonce:" .. serial .. ":" .. nonce, true, ttl)
+    if not added then
+      if err == "exists" then return false, "replayed answer" end
+      if not client._warned_nonce_dict then
+        client._warned_nonce_dict = true
+        client:_log("warn", "shared_dict cannot hold more nonces: replays are refused per worker only",
+          { error = tostring(err) })
+      end
+    end
+  end
+  return true
 end
 
 --- Verifies an answer's signature (or, with what = "notification", a
@@ -144,7 +173,7 @@ function Verify:_verify(r, what)
     return false, "the " .. what .. "'s signature does not verify"
   end
   -- only a verified answer is remembered: unsigned junk cannot fill the memory
-  return Verify._admit_nonce(serial, nonce, ts, t)
+  return Verify._admit_nonce(serial, nonce, ts, t, self)
 end
 
 return Verify

@@ -96,7 +96,8 @@ function handlers.plant(a, r)
   local dict = ngx.shared[DICT]
   local keys = dict:get_keys(0)
   for _, k in ipairs(keys) do
-    if not k:find(":lock$") then
+    -- certificate records only: not the lock, not the nonces or pace slots the dict also holds
+    if not (k:find(":lock$") or k:find("^wxpay:nonce:") or k:find("^wxpay:pace:")) then
       local v = dict:get(k)
       local rec = cjson.decode(v)
       if a.kind == "delete" then

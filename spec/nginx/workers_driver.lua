@@ -114,6 +114,28 @@ local function run()
     check(stats().downloads == s0.downloads, "downloaded again")
   end)
 
+  test("a replayed answer is refused by whichever worker it reaches (nonces claimed in the dict)", function()
+    local crossed, tries = 0, 0
+    for _ = 1, 20 do
+      tries = tries + 1
+      local a = get("/query?out_trade_no=" .. no)      -- an honest answer, verified by some worker
+      check(type(a) == "table" and a.ok, "honest answer: %s", show(a))
+      sandbox:fault { fault = "replay", method = "GET", match = no }
+      local b = get("/query?out_trade_no=" .. no)      -- the same bytes again, to any worker
+      check(type(b) == "table" and b.ok == false and b.code == "BAD_SIGNATURE"
+        and tostring(b.message):find("replayed", 1, true), "a replay was accepted: %s", show(b))
+      if b.pid ~= a.pid then crossed = crossed + 1 end
+      if crossed >= 3 then break end
+    end
+    -- without the dict a replay reaching another worker would pass: see it happen
+    check(crossed >= 1, "no replay reached another worker in %d tries", tries)
+    note("%d of %d replays reached another worker than the original answer; all refused", crossed, tries)
+    local d = get("/dict")
+    local nonces = 0
+    for k in pairs(d.items or {}) do if k:find("^wxpay:nonce:") then nonces = nonces + 1 end end
+    check(nonces >= tries, "%d nonce entries in the dict for %d honest answers", nonces, tries)
+  end)
+
   test("a fresh client with the dict loads the shared download: no download", function()
     local s0 = stats()
     local r = get("/fresh?out_trade_no=" .. no)
