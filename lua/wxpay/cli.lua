@@ -75,15 +75,16 @@ end
 local CMD = {}
 
 function CMD.query(ctx, client, a)
-  local order, err = client:query(call_args(a))
-  if not order then ctx:api_failure("query", err) end
+  local order, info = client:query(call_args(a))
+  if not order then ctx:api_failure("query", info) end
   local state = order.trade_state
   if ctx.args.json then
     ctx:emit_json { ok = true, command = "query", trade_state = state, meaning = STATES[state],
-      final = state == "REVOKED" or state == "CLOSED", order = order }
+      final = state == "REVOKED" or state == "CLOSED", order = order, request_id = info.request_id }
   else
     ctx:out(("Order %s\n"):format(order_label(a)))
     ctx:print_order(order)
+    if info.request_id then ctx:out("  request id:     ", info.request_id, "\n") end
     local hint = state_hint(state, a)
     if hint then ctx:out("  next:           ", hint, "\n") end
   end
@@ -91,16 +92,18 @@ function CMD.query(ctx, client, a)
 end
 
 function CMD.revoke(ctx, client, a)
-  local ok, err = client:revoke(call_args(a))
-  if not ok then ctx:api_failure("revoke", err) end
-  local order, qerr = client:query(call_args(a))
+  local ok, meta = client:revoke(call_args(a))
+  if not ok then ctx:api_failure("revoke", meta) end
+  local order, qinfo = client:query(call_args(a))
+  local qerr = not order and qinfo or nil   -- on success the second value is the query's meta
   local state = order and order.trade_state
   if ctx.args.json then
     ctx:emit_json { ok = true, command = "revoke", revoked = true, trade_state = state or cjson.null,
       meaning = state and STATES[state] or cjson.null, order = order or cjson.null,
-      query_error = qerr and error_fields(qerr, ctx.wxpay.errors) or nil }
+      request_id = meta.request_id, query_error = qerr and error_fields(qerr, ctx.wxpay.errors) or nil }
   else
-    ctx:out(("Revoke accepted for order %s (HTTP 204).\n"):format(order_label(a)))
+    ctx:out(("Revoke accepted for order %s (HTTP 204, request id %s).\n"):format(order_label(a),
+      tostring(meta.request_id)))
     if order then
       ctx:print_order(order)
     else
