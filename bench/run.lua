@@ -573,7 +573,7 @@ local function step_analysis()
   log("analysis: perf profile of the signing loop (Lua 5.4, 2 s)")
   r.sign = perf_profile(("%s lua5.4 bench/sign.lua %s 2"):format(ENV54, q(cfg.private_key)),
     DIR .. "/perf-sign.data",
-    { "l_priv_authorization", "wx_sign_b64", "RSA_sign", "BN_mod_exp_mont_consttime_x2", "BN_BLINDING_update",
+    { "l_priv_authorization", "wx_key_sign_parts_b64", "RSA_sign", "BN_mod_exp_mont_consttime_x2", "BN_BLINDING_update",
       "EVP_DigestSignInit", "wx_nonce", "wx_b64_encode", "luaV_execute" })
   local n = math.min(N, 1500)
   local order = ("BP%d"):format(os.time() % 100000000)
@@ -582,7 +582,7 @@ local function step_analysis()
   r.e2e_n = n
   local e2e_cmd = ("%s lua5.4 bench/e2e.lua %s %d %s"):format(ENV54, q(DIR .. "/sandbox.json"), n, order)
   r.e2e = perf_profile(e2e_cmd, DIR .. "/perf-e2e.data",
-    { "l_priv_authorization", "RSA_sign", "l_pub_verify_response", "wx_verify_b64", "l_session_request",
+    { "l_priv_authorization", "RSA_sign", "l_pub_verify_response", "wx_key_verify_parts_b64", "l_session_request",
       "wx_session_perform", "curl_easy_perform", "SSL_write", "SSL_read", "ssl3_write_bytes", "__poll",
       "__send", "__recv", "luaV_execute", "luaH_resize", "luaC_step", "lua_pcallk", "curl_multi_poll",
       "EVP_DigestVerifyInit", "RSA_verify", "do_syscall_64", "curl_multi_perform", "wx_nonce" }, true, 2999)

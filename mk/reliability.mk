@@ -111,9 +111,9 @@ FUZZ_FLAGS   := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefin
 
 fuzz-build: $(FUZZ_BINS)
 
-fuzz/build/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h src/wx_crypto.c src/wx_http.c $(HDR)
+fuzz/build/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h $(filter-out src/wxpay_core.c,$(SRC)) $(HDR)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_FLAGS) $(WARN) -o $@ $< src/wx_crypto.c src/wx_http.c $(LIBS)
+	$(CLANG) $(FUZZ_FLAGS) $(WARN) -o $@ $< $(filter-out src/wxpay_core.c,$(SRC)) $(LIBS)
 
 fuzz: fuzz-build
 	@sh fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)

@@ -68,20 +68,6 @@ EVP_PKEY *wx_cert_from_pem(const char *pem, size_t len, wx_cert_info *info,
 
 /* ---- RSASSA-PKCS1-v1_5 with SHA-256 ------------------------------------ */
 
-/* Stateless forms (a fresh context per call): the reference the fuzzers
- * compare the wx_key forms with. */
-
-/* Signs msg; writes the base64 signature (NUL-terminated) to out, which must
- * hold wx_b64_encoded_size(EVP_PKEY_get_size(key)) bytes. Returns its length
- * or -1. */
-long wx_sign_b64(EVP_PKEY *key, const void *msg, size_t len, char *out,
-                 const char **err);
-
-/* 1 valid, 0 invalid (including a signature that is not base64 or has the
- * wrong length).  Never an error: a bad signature is a result. */
-int wx_verify_b64(EVP_PKEY *key, const void *msg, size_t len,
-                  const char *sig_b64, size_t sig_len);
-
 /* ---- keys with their contexts ------------------------------------------ */
 
 /* A key together with an EVP_PKEY_CTX initialised once for RSA PKCS#1 v1.5
@@ -96,7 +82,11 @@ wx_key *wx_key_new(EVP_PKEY *pkey, int signing, const char **err);
 void wx_key_free(wx_key *k);
 EVP_PKEY *wx_key_pkey(const wx_key *k);
 int wx_key_bits(const wx_key *k);
-/* As wx_sign_b64 / wx_verify_b64, on the key's own contexts.  Verifying with
+/* RSASSA-PKCS1-v1_5 with SHA-256 on the key's own contexts: the sign forms
+ * write a NUL-terminated base64 signature (out holds
+ * wx_b64_encoded_size(EVP_PKEY_get_size) bytes) and return its length or -1;
+ * the verify forms return 1 valid, 0 invalid (a signature that is not base64
+ * or has the wrong length included: never an error).  Verifying with
  * a signing key, or signing with a verifying one, fails. */
 long wx_key_sign_b64(wx_key *k, const void *msg, size_t len, char *out,
                      const char **err);

@@ -9,7 +9,7 @@
  *                digest: what `openssl speed rsa2048` times;
  *   digest_sign  EVP_DigestSignInit + EVP_DigestSign per call over a
  *                130-byte message (a fresh context each time): the per-call
- *                work src/wx_crypto.c:wx_sign_b64 does before base64.
+ *                work src/wx_crypto.c:wx_key_sign_parts_b64 does before base64.
  * Built and run by bench/run.lua; it is not part of the library.
  */
 #include <stdio.h>

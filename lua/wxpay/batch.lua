@@ -57,7 +57,7 @@ local function run_with_multi(client, multi, workers, worker)
     if what == "http" then
       local id = client._multi_seq + 1
       client._multi_seq = id
-      local added, aerr = multi:add(id, arg.method, arg.url, transport.header_lines(arg.headers), arg.body,
+      local added, aerr = multi:add(id, arg.method, arg.url, arg.headers, arg.body,
         arg.timeout_ms, arg.connect_timeout_ms)
       if added then
         by_id[id] = co

@@ -42,16 +42,6 @@ function M.sleep_ms(ms)
   end
 end
 
---- {name = value} -> {"name: value", …}: the header lines libcurl takes.
-function M.header_lines(headers)
-  local list, n = {}, 0
-  for k, v in pairs(headers) do
-    n = n + 1
-    list[n] = k .. ": " .. v
-  end
-  return list
-end
-
 -- The process-wide libcurl sessions, one per settings key, shared by every
 -- client of this Lua state: {session =, refs =}.  (The C side goes further:
 -- every session and multi handle with the same ca_file and proxy shares one
