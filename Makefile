@@ -37,7 +37,7 @@ else
   WXPAY_BIN_NAME ?= wxpay-$(LUA)
 endif
 
-SRC  := src/wx_crypto.c src/wx_file.c src/wx_http.c src/wxpay_core.c
+SRC  := src/wx_crypto.c src/wx_file.c src/wx_http.c src/wx_pool.c src/wxpay_core.c
 HDR  := src/wx_core.h src/compat.h
 SO   := $(BUILD)/wxpay/core.so
 LMODS := $(wildcard lua/wxpay/*.lua)

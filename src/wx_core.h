@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <openssl/evp.h>
+#include <curl/curl.h>
 
 /* ---- base64 (standard alphabet, padded) -------------------------------- */
 
@@ -220,8 +221,19 @@ const char *wx_http_curl_version(void);
  * order; the pool goes with its last user.  After fork() the child never
  * touches the parent's pools: objects made before the fork move to a fresh
  * pool when next used (a multi handle only when it has nothing in flight).
- * wx_http_pool_count() is the number of live pools of this process. */
+ * wx_http_pool_count() is the number of live pools of this process.
+ * (src/wx_pool.c; the wx_pool_* functions are for wx_http.c.) */
 int wx_http_pool_count(void);
+typedef struct wx_share wx_share;
+/* The pool for o's settings in this thread and fork generation (a new
+ * reference); NULL when out of memory. */
+wx_share *wx_pool_acquire(const wx_session_opts *o);
+/* Drops a reference; the last frees the pool (its easy handles must be gone).
+ * A pool of an earlier fork generation is the parent's: only forgotten. */
+void wx_pool_release(wx_share *p);
+CURLSH *wx_pool_curlsh(const wx_share *p);
+/* 1 when p was made before the last fork(): the object must move (repool). */
+int wx_pool_stale(const wx_share *p);
 
 /* A session: one easy handle driven on its own multi handle through
  * curl_multi_socket_action (libcurl's response handling, fewer syscalls). */

@@ -6,7 +6,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,181 +210,6 @@ static void hdrlist_free(hdrlist *l)
     memset(l, 0, sizeof *l);
 }
 
-/* ---- the process-wide connection pools ------------------------------------ */
-
-/* One CURLSH per (TLS settings, thread): connections, TLS sessions and DNS
- * answers, shared by every session and multi handle made with the same
- * ca_file and proxy.  Refcounted; the last user frees it.  libcurl documents
- * sharing connections between concurrent threads as unsafe, hence one pool
- * per thread (a single-threaded process, nginx worker or CLI, has one).
- *
- * fork(): the child must never use or clean up the parent's pools (closing
- * them would send TLS close_notify on sockets the parent still uses).  Each
- * pool records the fork generation it was made in; the child forgets the
- * registry (pthread_atfork) and makes new pools on first use; objects made
- * before the fork move to a new pool when next used, leaving the old one
- * (and its sockets) untouched. */
-typedef struct wx_share {
-    struct wx_share *next;
-    char *key;
-    pthread_t owner;
-    unsigned long gen;
-    int refs;
-    CURLSH *sh;
-    pthread_mutex_t locks[CURL_LOCK_DATA_LAST];
-} wx_share;
-
-static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
-static wx_share *reg;
-static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
-
-/* Every pool lock is held across fork() so that the child's copies are in
- * a known (unlocked) state even if another thread was inside libcurl. */
-static void reg_prepare(void)
-{
-    wx_share *p;
-    int i;
-    pthread_mutex_lock(&reg_mu);
-    for (p = reg; p; p = p->next)
-        for (i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_lock(&p->locks[i]);
-}
-
-static void reg_unlock_all(void)
-{
-    wx_share *p;
-    int i;
-    for (p = reg; p; p = p->next)
-        for (i = CURL_LOCK_DATA_LAST - 1; i >= 0; i--) pthread_mutex_unlock(&p->locks[i]);
-}
-
-static void reg_parent(void)
-{
-    reg_unlock_all();
-    pthread_mutex_unlock(&reg_mu);
-}
-
-static void reg_child(void)
-{
-    reg_unlock_all();
-    reg = NULL;            /* the parent's pools: forgotten, never cleaned up */
-    pthread_mutex_unlock(&reg_mu);
-}
-
-static void reg_register(void)
-{
-    pthread_atfork(reg_prepare, reg_parent, reg_child);
-}
-
-static void share_lock(CURL *e, curl_lock_data d, curl_lock_access a, void *u)
-{
-    wx_share *p = u;
-    (void)e; (void)a;
-    if ((int)d >= 0 && d < CURL_LOCK_DATA_LAST) pthread_mutex_lock(&p->locks[d]);
-}
-
-static void share_unlock(CURL *e, curl_lock_data d, void *u)
-{
-    wx_share *p = u;
-    (void)e;
-    if ((int)d >= 0 && d < CURL_LOCK_DATA_LAST) pthread_mutex_unlock(&p->locks[d]);
-}
-
-static char *share_key(const wx_session_opts *o)
-{
-    const char *ca = o->ca_file ? o->ca_file : "";
-    const char *px = o->proxy ? o->proxy : "";
-    size_t n = strlen(ca) + strlen(px) + 8;
-    char *k = malloc(n);
-    if (k) snprintf(k, n, "%c%s\n%c%s", o->ca_file ? 'f' : 's', ca, o->proxy ? 'p' : 'n', px);
-    return k;
-}
-
-static void share_destroy(wx_share *p)
-{
-    int i;
-    if (p->sh) curl_share_cleanup(p->sh);
-    for (i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_destroy(&p->locks[i]);
-    free(p->key);
-    free(p);
-}
-
-static wx_share *share_acquire(const wx_session_opts *o)
-{
-    char *key = share_key(o);
-    wx_share *p;
-    unsigned long gen;
-    pthread_t self = pthread_self();
-    int i;
-    if (!key) return NULL;
-    wx_fork_init();
-    pthread_once(&reg_once, reg_register);
-    pthread_mutex_lock(&reg_mu);
-    gen = wx_fork_generation();
-    for (p = reg; p; p = p->next) {
-        if (p->gen == gen && pthread_equal(p->owner, self) && strcmp(p->key, key) == 0) {
-            p->refs++;
-            pthread_mutex_unlock(&reg_mu);
-            free(key);
-            return p;
-        }
-    }
-    p = calloc(1, sizeof *p);
-    if (!p) goto fail;
-    for (i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_init(&p->locks[i], NULL);
-    p->key = key;
-    key = NULL;
-    p->owner = self;
-    p->gen = gen;
-    p->refs = 1;
-    p->sh = curl_share_init();
-    if (!p->sh ||
-        curl_share_setopt(p->sh, CURLSHOPT_LOCKFUNC, share_lock) ||
-        curl_share_setopt(p->sh, CURLSHOPT_UNLOCKFUNC, share_unlock) ||
-        curl_share_setopt(p->sh, CURLSHOPT_USERDATA, p) ||
-        curl_share_setopt(p->sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) ||
-        curl_share_setopt(p->sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) ||
-        curl_share_setopt(p->sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS)) {
-        share_destroy(p);
-        goto fail;
-    }
-    p->next = reg;
-    reg = p;
-    pthread_mutex_unlock(&reg_mu);
-    return p;
-fail:
-    pthread_mutex_unlock(&reg_mu);
-    free(key);
-    return NULL;
-}
-
-/* Drops one reference; the last one frees the pool (every easy handle using
- * it must be cleaned up before).  A pool of an earlier fork generation is
- * the parent's: left alone. */
-static void share_release(wx_share *p)
-{
-    wx_share **pp;
-    if (!p) return;
-    pthread_mutex_lock(&reg_mu);
-    if (p->gen != wx_fork_generation() || --p->refs > 0) {
-        pthread_mutex_unlock(&reg_mu);
-        return;
-    }
-    for (pp = &reg; *pp; pp = &(*pp)->next)
-        if (*pp == p) { *pp = p->next; break; }
-    pthread_mutex_unlock(&reg_mu);
-    share_destroy(p);
-}
-
-int wx_http_pool_count(void)
-{
-    wx_share *p;
-    int n = 0;
-    pthread_mutex_lock(&reg_mu);
-    for (p = reg; p; p = p->next) n++;
-    pthread_mutex_unlock(&reg_mu);
-    return n;
-}
-
 /* ---- transfers: one easy handle, its request and its answer ------------- */
 
 typedef struct wx_xfer {
@@ -488,7 +312,7 @@ static int xfer_init(wx_xfer *t, const wx_session_opts *o, wx_share *share)
         (o->ca_file && (curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file) ||
                         curl_easy_setopt(e, CURLOPT_CAPATH, NULL))) ||
         set_proxy(e, o->proxy) ||
-        (share && curl_easy_setopt(e, CURLOPT_SHARE, share->sh)))
+        (share && curl_easy_setopt(e, CURLOPT_SHARE, wx_pool_curlsh(share))))
         return -1;
     return 0;
 }
@@ -653,13 +477,26 @@ static int copy_opts(wx_session_opts *dst, char **ca_copy, char **proxy_copy,
     return 0;
 }
 
-/* After fork(): moves an idle easy handle from the parent's pool to this
- * process's.  0, or -1 (out of memory). */
-static int xfer_repool(wx_xfer *t, wx_share *from, wx_share *to)
+/* After fork(): the object made in the parent moves its (idle) easy handles
+ * from the parent's pool, which is only forgotten, to this process's.
+ * 0 when *pool is this process's already or the move worked, -1 when out of
+ * memory (everything stays as it was). */
+static int repool(wx_share **pool, const wx_session_opts *o, wx_xfer *t, int n)
 {
-    (void)from;
-    if (curl_easy_setopt(t->easy, CURLOPT_SHARE, NULL) != CURLE_OK) return -1;
-    return curl_easy_setopt(t->easy, CURLOPT_SHARE, to->sh) != CURLE_OK ? -1 : 0;
+    wx_share *p;
+    int i;
+    if (!wx_pool_stale(*pool)) return 0;
+    if (!(p = wx_pool_acquire(o))) return -1;
+    for (i = 0; i < n; i++) {
+        if (curl_easy_setopt(t[i].easy, CURLOPT_SHARE, NULL) != CURLE_OK ||
+            curl_easy_setopt(t[i].easy, CURLOPT_SHARE, wx_pool_curlsh(p)) != CURLE_OK) {
+            wx_pool_release(p);
+            return -1;
+        }
+    }
+    wx_pool_release(*pool);
+    *pool = p;
+    return 0;
 }
 
 /* ---- session: one reused easy handle on our own multi handle -------------- */
@@ -760,21 +597,6 @@ static CURLcode session_drive(wx_session *s, wx_xfer *t)
     return rc;
 }
 
-/* After fork(): a session made in the parent moves to this process's pool. */
-static int session_check_fork(wx_session *s)
-{
-    wx_share *p;
-    if (s->share->gen == wx_fork_generation()) return 0;
-    if (!(p = share_acquire(&s->o))) return -1;
-    if (xfer_repool(&s->t, s->share, p)) {
-        share_release(p);
-        return -1;
-    }
-    share_release(s->share);     /* the parent's: only forgotten */
-    s->share = p;
-    return 0;
-}
-
 wx_session *wx_session_new(const wx_session_opts *o, const char **err)
 {
     wx_session *s;
@@ -786,7 +608,7 @@ wx_session *wx_session_new(const wx_session_opts *o, const char **err)
         return NULL;
     }
     s->deadline = -1;
-    if (!(s->share = share_acquire(&s->o)) || !(s->multi = curl_multi_init())) {
+    if (!(s->share = wx_pool_acquire(&s->o)) || !(s->multi = curl_multi_init())) {
         wx_session_free(s);
         *err = "out of memory";
         return NULL;
@@ -811,7 +633,7 @@ void wx_session_free(wx_session *s)
     if (s->t.added && s->multi) curl_multi_remove_handle(s->multi, s->t.easy);
     xfer_cleanup(&s->t);
     if (s->multi) curl_multi_cleanup(s->multi);
-    share_release(s->share);
+    wx_pool_release(s->share);
     free(s->ca_file);
     free(s->proxy);
     free(s);
@@ -824,7 +646,7 @@ int wx_session_perform(wx_session *s, const char *method, const char *url,
                        wx_response *resp)
 {
     wx_xfer *t = &s->t;
-    if (session_check_fork(s)) {
+    if (repool(&s->share, &s->o, &s->t, 1)) {
         memset(&t->r, 0, sizeof t->r);
         fail_response(&t->r, WX_HTTP_INTERNAL, "out of memory");
     } else if (xfer_prepare(t, &s->o, method, url, headers, nheaders, body, body_len,
@@ -856,7 +678,7 @@ wx_multi *wx_multi_new(const wx_session_opts *o, int max_parallel, const char **
     m->slots = calloc((size_t)max_parallel, sizeof *m->slots);
     m->done = calloc((size_t)max_parallel, sizeof *m->done);
     m->multi = curl_multi_init();
-    m->share = share_acquire(&m->o);
+    m->share = wx_pool_acquire(&m->o);
     if (!m->slots || !m->done || !m->multi || !m->share) {
         wx_multi_free(m);
         *err = "out of memory";
@@ -896,7 +718,7 @@ void wx_multi_free(wx_multi *m)
 {
     int i;
     if (!m) return;
-    if (m->share && m->share->gen != wx_fork_generation() && m->active > 0) {
+    if (m->share && wx_pool_stale(m->share) && m->active > 0) {
         /* made in the parent with transfers in flight: libcurl would close
          * the parent's connections; leave its handles alone */
         for (i = 0; m->slots && i < m->nslots; i++) {
@@ -911,7 +733,7 @@ void wx_multi_free(wx_multi *m)
             xfer_cleanup(&m->slots[i]);
         }
         if (m->multi) curl_multi_cleanup(m->multi);
-        share_release(m->share);
+        wx_pool_release(m->share);
     }
     free(m->slots);
     free(m->done);
@@ -923,27 +745,16 @@ void wx_multi_free(wx_multi *m)
 int wx_multi_active(const wx_multi *m) { return m->active; }
 int wx_multi_capacity(const wx_multi *m) { return m->nslots; }
 
-/* After fork(): an idle multi handle made in the parent moves its handles to
- * this process's pool; one with transfers in flight refuses to go on. */
+/* After fork(): an idle multi handle made in the parent moves to this
+ * process's pool; one with transfers in flight refuses to go on. */
 static int multi_check_fork(wx_multi *m, const char **err)
 {
-    wx_share *p;
-    int i;
-    if (m->share->gen == wx_fork_generation()) return 0;
+    if (!wx_pool_stale(m->share)) return 0;
     if (m->active > 0) {
         *err = "this multi handle had transfers in flight when the process forked: make a new one";
         return -1;
     }
-    if (!(p = share_acquire(&m->o))) { *err = "out of memory"; return -1; }
-    for (i = 0; i < m->nslots; i++) {
-        if (xfer_repool(&m->slots[i], m->share, p)) {
-            share_release(p);
-            *err = "out of memory";
-            return -1;
-        }
-    }
-    share_release(m->share);
-    m->share = p;
+    if (repool(&m->share, &m->o, m->slots, m->nslots)) { *err = "out of memory"; return -1; }
     return 0;
 }
 
