@@ -10,6 +10,7 @@
 local core = require "wxpay.core"
 local errors = require "wxpay.errors"
 local secrets = require "wxpay.secrets"
+local transport = require "wxpay.transport"
 local util = require "wxpay.util"
 
 local Notification = {}
@@ -68,13 +69,7 @@ end
 -- Whether this client verified the id before (and remember it now).
 -- nginx: the client's lua_shared_dict (all workers) when it has one;
 -- elsewhere, or when the dict refuses: a per-client table, expiring and bounded.
-local function shared_dict(self)
-  local d = self.shared_dict
-  if type(d) == "table" and d.add then return d end
-  local ngx = rawget(_G, "ngx")
-  if type(d) == "string" and ngx and ngx.shared then return ngx.shared[d] end
-  return nil
-end
+local function shared_dict(self) return transport.shared_dict(self.shared_dict) end
 
 local function drop_oldest(s)
   local old = s.queue[s.head]

@@ -71,11 +71,7 @@ local function dict_slot(dict, mchid, rate, interval, now)
   return nil, "no free slot found"
 end
 
-local function shared_dict(name)
-  local ngx = rawget(_G, "ngx")
-  local shared = type(ngx) == "table" and ngx.shared
-  return shared and shared[name] or nil
-end
+local shared_dict = require("wxpay.transport").shared_dict
 
 --- How long (ms) the client must wait before sending its next revoke request,
 -- and a ticket for Pace.hold_ms and Pace.done; the slot is taken by this

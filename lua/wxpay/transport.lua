@@ -26,6 +26,15 @@ function M.in_nginx()
   return type(ngx) == "table" and ngx.get_phase ~= nil
 end
 
+--- The lua_shared_dict called `name` (a client's `shared_dict` option), or
+-- nil outside nginx or without a name: pacing, replay nonces and seen-ids
+-- all find it here.
+function M.shared_dict(name)
+  local ngx = name and rawget(_G, "ngx")
+  local shared = type(ngx) == "table" and ngx.shared
+  return shared and shared[name] or nil
+end
+
 --- A warning in nginx's error log (no-op outside nginx).
 function M.ngx_warn(msg)
   local ngx = rawget(_G, "ngx")

@@ -7,6 +7,7 @@
 local core = require "wxpay.core"
 local util = require "wxpay.util"
 local secrets = require "wxpay.secrets"
+local transport = require "wxpay.transport"
 
 local Verify = {}
 
@@ -107,10 +108,7 @@ Verify._nonces = nonces
 -- check.  A full dict falls back to this worker's memory (still refusing what
 -- this worker saw), with one warning per client.
 local function dict_of(client)
-  local name = client and client.shared_dict
-  local ngx = name and rawget(_G, "ngx")
-  local shared = type(ngx) == "table" and ngx.shared
-  return shared and shared[name] or nil
+  return client and transport.shared_dict(client.shared_dict)
 end
 
 --- Checks a message that already verified for a replayed nonce and remembers
